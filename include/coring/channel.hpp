@@ -1,0 +1,189 @@
+// Go-style channels between the coroutines of one container (one thread).
+//
+// Channel<T>(0) is unbuffered: push() waits until a pop() takes the value (a rendezvous).
+// Channel<T>(n) holds up to n values; push() waits only when it is full. Waiting producers and
+// consumers are served first come, first served, and values come out in the order they went
+// in. Nothing allocates after construction: a waiting push hands its value over straight from
+// the producer's frame.
+//
+// How things fail (error() says why, as ChannelError):
+// - timeout: the wait ran out (a timeout of zero fails at once when the call would wait;
+//   outside a coroutine a call that would wait fails the same way, with EPERM in last_error()).
+// - closed: push() after close() fails; pop() still returns the values queued before close(),
+//   then fails. close() wakes every waiting producer and consumer with this error.
+// - canceled: cancel(cid) interrupted the wait.
+// A push that fails leaves its argument as it was: a move-only value is not moved from.
+// Destroying a channel while coroutines wait on it is a bug in the caller; they are woken with
+// failure (no error() to read then) and a WARNING is logged.
+// A channel belongs to the thread that uses it; it is not safe to share between containers.
+#pragma once
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <new>
+#include <optional>
+#include <utility>
+
+#include "coring/common.hpp"
+#include "coring/detail/wait.hpp"
+#include "coring/log.hpp"
+
+namespace coring {
+
+enum class ChannelError { ok, timeout, closed, canceled };
+
+template <class T>
+class Channel {
+ public:
+  explicit Channel(size_t capacity = 0)
+      : capacity_(capacity),
+        buffer_(capacity == 0 ? nullptr : std::allocator<T>().allocate(capacity)) {}
+
+  Channel(const Channel&) = delete;
+  Channel& operator=(const Channel&) = delete;
+
+  ~Channel() {
+    if (!producers_.empty() || !consumers_.empty()) {
+      log(LogLevel::warning, "Channel destroyed while coroutines wait on it");
+      detail::wake_all(producers_, detail::kWaitDestroyed);
+      detail::wake_all(consumers_, detail::kWaitDestroyed);
+    }
+    while (count_ > 0) pop_buffer();
+    if (buffer_ != nullptr) std::allocator<T>().deallocate(buffer_, capacity_);
+  }
+
+  bool push(T&& v, Duration timeout = kForever) { return push_value(&v, true, timeout); }
+  bool push(const T& v, Duration timeout = kForever) {
+    return push_value(const_cast<T*>(&v), false, timeout);
+  }
+
+  std::optional<T> pop(Duration timeout = kForever) {
+    if (count_ > 0) {
+      std::optional<T> out(pop_buffer());
+      // A slot just opened: the longest-waiting producer's value joins the queue.
+      if (detail::Waiter* producer = producers_.front()) {
+        push_buffer(producer);
+        detail::wake(*producer, detail::kWaitOk);
+      }
+      return out;
+    }
+    if (detail::Waiter* producer = producers_.front()) {  // unbuffered rendezvous
+      std::optional<T> out(take(*producer));
+      detail::wake(*producer, detail::kWaitOk);
+      return out;
+    }
+    if (closed_) {
+      error_ = ChannelError::closed;
+      return std::nullopt;
+    }
+    std::optional<T> out;
+    detail::Waiter waiter;
+    waiter.slot = &out;
+    int result = detail::park(consumers_, waiter, timeout);
+    if (result == detail::kWaitOk) return out;
+    if (result != detail::kWaitDestroyed) error_ = to_error(result);
+    return std::nullopt;
+  }
+
+  // Wakes every waiter with ChannelError::closed; idempotent.
+  void close() {
+    if (closed_) return;
+    closed_ = true;
+    detail::wake_all(producers_, detail::kWaitClosed);
+    detail::wake_all(consumers_, detail::kWaitClosed);
+  }
+
+  size_t size() const noexcept { return count_; }  // values queued (0 when unbuffered)
+  size_t capacity() const noexcept { return capacity_; }
+  bool empty() const noexcept { return count_ == 0; }
+  bool full() const noexcept { return count_ >= capacity_; }  // always true when unbuffered
+  bool closed() const noexcept { return closed_; }
+  size_t consumer_num() const noexcept { return consumers_.size(); }
+  size_t producer_num() const noexcept { return producers_.size(); }
+  ChannelError error() const noexcept { return error_; }  // reason of the last failed call
+
+ private:
+  static constexpr uint32_t kCopyValue = 1;  // Waiter::flags: the producer passed a const T&
+
+  static ChannelError to_error(int result) noexcept {
+    switch (result) {
+      case detail::kWaitClosed:
+        return ChannelError::closed;
+      case ECANCELED:
+        return ChannelError::canceled;
+      default:
+        return ChannelError::timeout;
+    }
+  }
+
+  bool push_value(T* value, bool movable, Duration timeout) {
+    if (closed_) {
+      error_ = ChannelError::closed;
+      return false;
+    }
+    if (detail::Waiter* consumer = consumers_.front()) {
+      auto* slot = static_cast<std::optional<T>*>(consumer->slot);
+      if (movable) {
+        slot->emplace(std::move(*value));
+      } else {
+        slot->emplace(*value);
+      }
+      detail::wake(*consumer, detail::kWaitOk);
+      return true;
+    }
+    if (count_ < capacity_) {
+      if (movable) {
+        ::new (buffer_ + index(count_)) T(std::move(*value));
+      } else {
+        ::new (buffer_ + index(count_)) T(*value);
+      }
+      ++count_;
+      return true;
+    }
+    detail::Waiter waiter;
+    waiter.slot = value;
+    waiter.flags = movable ? 0 : kCopyValue;
+    int result = detail::park(producers_, waiter, timeout);
+    if (result == detail::kWaitOk) return true;
+    if (result != detail::kWaitDestroyed) error_ = to_error(result);
+    return false;
+  }
+
+  static T take(detail::Waiter& producer) {
+    T* value = static_cast<T*>(producer.slot);
+    if (producer.flags & kCopyValue) return T(*value);
+    return T(std::move(*value));
+  }
+
+  size_t index(size_t offset) const noexcept {
+    size_t i = head_ + offset;
+    return i >= capacity_ ? i - capacity_ : i;
+  }
+
+  T pop_buffer() {
+    T* front = buffer_ + head_;
+    T out(std::move(*front));
+    front->~T();
+    head_ = index(1);
+    --count_;
+    return out;
+  }
+
+  void push_buffer(detail::Waiter* producer) {
+    ::new (buffer_ + index(count_)) T(take(*producer));
+    ++count_;
+  }
+
+  size_t capacity_;
+  T* buffer_;
+  size_t head_ = 0;
+  size_t count_ = 0;
+  bool closed_ = false;
+  ChannelError error_ = ChannelError::ok;
+  detail::WaitList producers_;
+  detail::WaitList consumers_;
+};
+
+}  // namespace coring

@@ -1,0 +1,12 @@
+// The umbrella header: everything coring offers. `Co::` is an alias of `coring::` so that
+// Swoole-style code reads Co::run(...), Co::create(...).
+#pragma once
+
+#include "coring/channel.hpp"
+#include "coring/common.hpp"
+#include "coring/coroutine.hpp"
+#include "coring/log.hpp"
+#include "coring/sync.hpp"
+#include "coring/timer.hpp"
+
+namespace Co = coring;

@@ -1,0 +1,108 @@
+// The one waiting primitive that channels, wait groups, mutexes and the connection pool are
+// built on. Not part of the public contract.
+//
+// A Waiter lives on the waiting coroutine's stack and is linked into a WaitList owned by the
+// object it waits on. park() suspends the coroutine until someone calls wake() on its waiter,
+// the timeout passes, cancel(cid) interrupts it, or run() unwinds it after a deadlock. Exactly
+// one of those ends a wait: whoever takes the waiter off its list decides the result, so a
+// timer that fires after a wake-up, or a wake-up after a timeout, finds the waiter gone and
+// does nothing.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "coring/common.hpp"
+
+namespace coring::detail {
+
+class WaitList;
+
+struct Waiter {
+  Waiter* prev = nullptr;
+  Waiter* next = nullptr;
+  WaitList* list = nullptr;  // the list this waiter is queued on; null once taken off it
+  void* coroutine = nullptr;
+  void* slot = nullptr;  // what the waker hands over or takes (a channel's value)
+  uint32_t flags = 0;    // meaning defined by the owner of the list
+  int result = 0;        // kWaitOk, ETIMEDOUT, ECANCELED, or one of the values below
+};
+
+inline constexpr int kWaitOk = 0;
+inline constexpr int kWaitClosed = -1;     // the object was closed while waiting
+inline constexpr int kWaitDestroyed = -2;  // the object was destroyed while waiting
+
+// Intrusive FIFO of waiters; O(1) push, pop and removal. Never allocates.
+class WaitList {
+ public:
+  WaitList() = default;
+  WaitList(const WaitList&) = delete;
+  WaitList& operator=(const WaitList&) = delete;
+
+  bool empty() const noexcept { return head_ == nullptr; }
+  size_t size() const noexcept { return size_; }
+  Waiter* front() const noexcept { return head_; }
+
+  void push_back(Waiter* w) noexcept {
+    w->list = this;
+    w->next = nullptr;
+    w->prev = tail_;
+    if (tail_ != nullptr) {
+      tail_->next = w;
+    } else {
+      head_ = w;
+    }
+    tail_ = w;
+    ++size_;
+  }
+
+  void remove(Waiter* w) noexcept {
+    if (w->prev != nullptr) {
+      w->prev->next = w->next;
+    } else {
+      head_ = w->next;
+    }
+    if (w->next != nullptr) {
+      w->next->prev = w->prev;
+    } else {
+      tail_ = w->prev;
+    }
+    w->prev = w->next = nullptr;
+    w->list = nullptr;
+    --size_;
+  }
+
+  Waiter* pop_front() noexcept {
+    Waiter* w = head_;
+    if (w != nullptr) remove(w);
+    return w;
+  }
+
+ private:
+  Waiter* head_ = nullptr;
+  Waiter* tail_ = nullptr;
+  size_t size_ = 0;
+};
+
+enum class Cancellable : bool { no = false, yes = true };
+
+// Queues w at the back of list and suspends the running coroutine until w is woken, the timeout
+// passes (ETIMEDOUT), or it is cancelled (ECANCELED, only if cancellable). Returns w.result.
+// A timeout of zero fails at once with ETIMEDOUT without queueing. Outside a coroutine it
+// cannot wait: it returns EPERM and records it in last_error().
+int park(WaitList& list, Waiter& w, Duration timeout, Cancellable cancellable = Cancellable::yes);
+
+// Takes w off its list, stores result in it and makes its coroutine ready to run. The caller
+// goes on; the woken coroutine runs at the scheduler's next turn.
+void wake(Waiter& w, int result) noexcept;
+
+// Wakes every waiter of list with result (close(), destruction).
+void wake_all(WaitList& list, int result) noexcept;
+
+// True when the calling code runs inside a coroutine (so it may wait).
+bool in_coroutine() noexcept;
+
+// Records an errno value as the running coroutine's (or thread's) last_error().
+void set_last_error(int error_number) noexcept;
+
+}  // namespace coring::detail

@@ -1,0 +1,58 @@
+// Wait groups and mutexes for the coroutines of one container (one thread).
+//
+// WaitGroup: add(n) before starting work, done() when a piece ends, wait() until the counter
+// is zero, as Go's sync.WaitGroup. Mutex: mutual exclusion across waits (a coroutine that holds
+// it may sleep or do I/O); waiters get the lock in arrival order, handed over directly on
+// unlock() so no newcomer can barge in. It works with std::lock_guard and std::unique_lock.
+//
+// How things fail:
+// - WaitGroup::wait() returns false on timeout (ETIMEDOUT in last_error()), when cancelled
+//   (ECANCELED), or when it would have to wait outside a coroutine (EPERM). A counter pushed
+//   below zero by add()/done() throws std::logic_error and leaves the counter at zero.
+// - Mutex::lock() cannot time out and cancel(cid) does not interrupt it (use try_lock() in a
+//   loop with sleeps if you need that). lock() that would have to wait outside a coroutine, and
+//   unlock() of a mutex that is not locked, throw std::logic_error. The mutex is not recursive:
+//   locking it twice from one coroutine deadlocks, which run() reports (EDEADLK).
+// Both belong to the thread that uses them; neither is safe to share between containers.
+#pragma once
+
+#include "coring/common.hpp"
+#include "coring/detail/wait.hpp"
+
+namespace coring {
+
+class WaitGroup {
+ public:
+  WaitGroup() = default;
+  WaitGroup(const WaitGroup&) = delete;
+  WaitGroup& operator=(const WaitGroup&) = delete;
+  ~WaitGroup();
+
+  void add(int n = 1);
+  void done() { add(-1); }
+  bool wait(Duration timeout = kForever);
+  int count() const noexcept { return count_; }
+
+ private:
+  int count_ = 0;
+  detail::WaitList waiters_;
+};
+
+class Mutex {
+ public:
+  Mutex() = default;
+  Mutex(const Mutex&) = delete;
+  Mutex& operator=(const Mutex&) = delete;
+  ~Mutex();
+
+  void lock();
+  bool try_lock() noexcept;
+  void unlock();
+  bool locked() const noexcept { return locked_; }
+
+ private:
+  bool locked_ = false;
+  detail::WaitList waiters_;
+};
+
+}  // namespace coring

@@ -1,0 +1,291 @@
+// The public functions of coroutine.hpp and timer.hpp: thin checks in front of the scheduler.
+#include <cerrno>
+#include <memory>
+
+#include "core/logging.hpp"
+#include "core/scheduler.hpp"
+#include "coring/coroutine.hpp"
+#include "coring/timer.hpp"
+
+namespace coring {
+namespace detail {
+namespace {
+
+thread_local std::error_code tls_thread_error;
+
+struct SleepWait : WaitContext, TimerNode {
+  Coroutine* self = nullptr;
+};
+
+void sleep_fire(TimerNode* node) { tls_scheduler->make_ready(static_cast<SleepWait*>(node)->self); }
+
+void sleep_abort(WaitContext* context) {
+  auto* wait = static_cast<SleepWait*>(context);
+  tls_scheduler->disarm(*wait);
+  tls_scheduler->make_ready(wait->self);
+}
+
+void join_end(JoinWait* wait, int result) {
+  if (wait->finished) return;
+  wait->finished = true;
+  wait->result = result;
+  for (JoinNode& node : wait->nodes) unlink_join_node(&node);
+  tls_scheduler->make_ready(wait->self);
+}
+
+void join_fire(TimerNode* node) { join_end(static_cast<JoinWait*>(node), ETIMEDOUT); }
+void join_abort(WaitContext* context) {
+  auto* wait = static_cast<JoinWait*>(context);
+  tls_scheduler->disarm(*wait);
+  join_end(wait, ECANCELED);
+}
+
+// Fails a call made outside a coroutine.
+template <class R>
+R outside(R failure) {
+  set_last_error(EPERM);
+  return failure;
+}
+
+}  // namespace
+
+void set_last_error(int error_number) noexcept {
+  std::error_code code(error_number, std::generic_category());
+  if (Coroutine* c = running_coroutine()) {
+    c->last_error = code;
+  } else {
+    tls_thread_error = code;
+  }
+}
+
+bool in_coroutine() noexcept { return running_coroutine() != nullptr; }
+
+int run_container(const CallableOps& ops, void* fn, const RunOptions& options) {
+  if (tls_scheduler != nullptr) {
+    set_last_error(EBUSY);
+    log_format(LogLevel::warning, "run: a container already runs on this thread");
+    return -1;
+  }
+  auto scheduler = std::make_unique<Scheduler>(options);
+  return scheduler->run(ops, fn);
+}
+
+long spawn(const CallableOps& ops, void* fn) {
+  Scheduler* s = tls_scheduler;
+  if (s == nullptr) {
+    log_format(LogLevel::warning, "create: called outside a container (use coring::run)");
+    return outside(-1L);
+  }
+  return s->spawn(ops, fn);
+}
+
+void add_defer(std::unique_ptr<Task> task) {
+  Coroutine* self = running_coroutine();
+  if (self == nullptr) {
+    log_format(LogLevel::warning, "defer: called outside a coroutine; the function is dropped");
+    return;
+  }
+  if (self->defers == nullptr) self->defers = new std::vector<std::unique_ptr<Task>>();
+  self->defers->push_back(std::move(task));
+}
+
+long add_timer(Duration d, bool repeat, std::shared_ptr<TimerCallback> callback) {
+  Scheduler* s = tls_scheduler;
+  if (s == nullptr) {
+    log_format(LogLevel::warning, "%s: called outside a container", repeat ? "tick" : "after");
+    return outside(-1L);
+  }
+  if (repeat && d <= Duration::zero()) {
+    set_last_error(EINVAL);
+    return -1;
+  }
+  return s->add_timer(d.count(), repeat, std::move(callback));
+}
+
+}  // namespace detail
+
+using detail::Coroutine;
+using detail::JoinNode;
+using detail::Scheduler;
+using detail::log_format;
+using detail::running_coroutine;
+using detail::set_last_error;
+using detail::tls_scheduler;
+
+bool resume(long cid) {
+  Scheduler* s = tls_scheduler;
+  if (s == nullptr || s->running() == nullptr) return detail::outside(false);
+  Coroutine* target = s->find(cid);
+  if (target == nullptr) {
+    set_last_error(ESRCH);
+    return false;
+  }
+  if (target->wait_kind != detail::WaitKind::yield || target->state != detail::State::suspended) {
+    set_last_error(EINVAL);
+    return false;
+  }
+  s->resume(target);
+  return true;
+}
+
+bool cancel(long cid) {
+  Scheduler* s = tls_scheduler;
+  if (s == nullptr) return detail::outside(false);
+  Coroutine* target = s->find(cid);
+  if (target == nullptr) {
+    set_last_error(ESRCH);
+    return false;
+  }
+  if (!s->cancel(target)) {
+    set_last_error(EINVAL);
+    return false;
+  }
+  return true;
+}
+
+bool exists(long cid) {
+  Scheduler* s = tls_scheduler;
+  return s != nullptr && s->find(cid) != nullptr;
+}
+
+bool join(std::span<const long> cids, Duration timeout) {
+  Scheduler* s = tls_scheduler;
+  Coroutine* self = running_coroutine();
+  if (self == nullptr) return detail::outside(false);
+  if (self->unwinding) detail::throw_forced_unwind();
+  detail::JoinWait wait;
+  wait.self = self;
+  for (long cid : cids) {
+    if (cid == self->id) {
+      set_last_error(EDEADLK);
+      return false;
+    }
+  }
+  wait.nodes.resize(cids.size());
+  for (long cid : cids) {
+    if (Coroutine* target = s->find(cid)) {
+      // The same id twice counts once.
+      if (target->joiners != nullptr && target->joiners->wait == &wait) continue;
+      JoinNode& node = wait.nodes[wait.remaining++];
+      node.wait = &wait;
+      detail::link_join_node(target, &node);
+    }
+  }
+  if (wait.remaining == 0) return true;
+  bool timed = timeout > Duration::zero() && timeout != kForever;
+  if (timeout == Duration::zero()) {
+    for (JoinNode& node : wait.nodes) detail::unlink_join_node(&node);
+    set_last_error(ETIMEDOUT);
+    return false;
+  }
+  self->cancelled = false;
+  wait.abort = &detail::join_abort;
+  wait.fire = &detail::join_fire;
+  if (timed) {
+    wait.deadline = detail::deadline_after(detail::monotonic_ns(), timeout);
+    s->arm(wait);
+  }
+  self->wait = &wait;
+  self->wait_kind = detail::WaitKind::wait;
+  s->suspend();
+  self->wait = nullptr;
+  self->wait_kind = detail::WaitKind::none;
+  s->disarm(wait);
+  if (self->unwinding) detail::throw_forced_unwind();
+  if (wait.result != 0) {
+    set_last_error(wait.result);
+    return false;
+  }
+  return true;
+}
+
+bool join(std::initializer_list<long> cids, Duration timeout) {
+  return join(std::span<const long>(cids.begin(), cids.size()), timeout);
+}
+
+Stats stats() {
+  Scheduler* s = tls_scheduler;
+  return s == nullptr ? Stats{} : s->stats();
+}
+
+std::vector<long> list() {
+  Scheduler* s = tls_scheduler;
+  return s == nullptr ? std::vector<long>{} : s->list();
+}
+
+std::error_code last_error() {
+  if (Coroutine* c = running_coroutine()) return c->last_error;
+  return detail::tls_thread_error;
+}
+
+bool clear(long timer_id) {
+  Scheduler* s = tls_scheduler;
+  if (s == nullptr) return detail::outside(false);
+  if (!s->clear_timer(timer_id)) {
+    set_last_error(ENOENT);
+    return false;
+  }
+  return true;
+}
+
+namespace this_coroutine {
+
+long id() {
+  Coroutine* c = running_coroutine();
+  return c == nullptr ? -1 : c->id;
+}
+
+long parent_id() {
+  Coroutine* c = running_coroutine();
+  return c == nullptr ? -1 : c->parent_id;
+}
+
+void yield() {
+  Scheduler* s = tls_scheduler;
+  if (s == nullptr || s->running() == nullptr) {
+    log_format(LogLevel::warning, "yield: called outside a coroutine");
+    set_last_error(EPERM);
+    return;
+  }
+  s->yield_running();
+}
+
+bool sleep(Duration d) {
+  Scheduler* s = tls_scheduler;
+  Coroutine* self = running_coroutine();
+  if (self == nullptr) return detail::outside(false);
+  if (self->unwinding) detail::throw_forced_unwind();
+  self->cancelled = false;
+  if (d <= Duration::zero()) {
+    s->make_ready(self);
+    s->suspend();
+    if (self->unwinding) detail::throw_forced_unwind();
+    return true;
+  }
+  detail::SleepWait wait;
+  wait.self = self;
+  wait.fire = &detail::sleep_fire;
+  wait.abort = &detail::sleep_abort;
+  wait.deadline = detail::deadline_after(detail::monotonic_ns(), d);
+  s->arm(wait);
+  self->wait = &wait;
+  self->wait_kind = detail::WaitKind::wait;
+  s->suspend();
+  self->wait = nullptr;
+  self->wait_kind = detail::WaitKind::none;
+  s->disarm(wait);
+  if (self->unwinding) detail::throw_forced_unwind();
+  if (self->cancelled) {
+    set_last_error(ECANCELED);
+    return false;
+  }
+  return true;
+}
+
+bool is_cancelled() {
+  Coroutine* c = running_coroutine();
+  return c != nullptr && c->cancelled;
+}
+
+}  // namespace this_coroutine
+}  // namespace coring

@@ -1,0 +1,130 @@
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdarg>
+#include <cstdio>
+#include <mutex>
+#include <string>
+
+#include "core/logging.hpp"
+#include "coring/coroutine.hpp"
+#include "coring/log.hpp"
+
+namespace coring {
+namespace {
+
+std::atomic<int> g_level{static_cast<int>(LogLevel::info)};
+
+struct SinkHolder {
+  std::mutex mutex;
+  LogSink sink;
+};
+
+// Never destroyed: coroutines on other threads may still log while static destructors run.
+SinkHolder& sink_holder() {
+  static SinkHolder* holder = new SinkHolder;
+  return *holder;
+}
+
+void write_to_stderr(LogLevel level, long cid, std::string_view message) {
+  timespec now;
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  tm local;
+  ::localtime_r(&now.tv_sec, &local);
+  char prefix[96];
+  size_t length = std::strftime(prefix, sizeof prefix, "[%Y-%m-%d %H:%M:%S", &local);
+  length += std::snprintf(prefix + length, sizeof prefix - length, ".%06ld pid=%d cid=%ld] ",
+                          now.tv_nsec / 1000, static_cast<int>(::getpid()), cid);
+  std::string line(prefix, length);
+  line += log_level_name(level);
+  line += ' ';
+  line += message;
+  line += '\n';
+  // One write per line, so lines from several threads or processes do not interleave.
+  const char* data = line.data();
+  size_t left = line.size();
+  while (left > 0) {
+    ssize_t written = ::write(STDERR_FILENO, data, left);
+    if (written <= 0) break;
+    data += written;
+    left -= static_cast<size_t>(written);
+  }
+}
+
+}  // namespace
+
+void set_log_level(LogLevel level) noexcept {
+  g_level.store(static_cast<int>(level), std::memory_order_relaxed);
+}
+
+LogLevel log_level() noexcept {
+  return static_cast<LogLevel>(g_level.load(std::memory_order_relaxed));
+}
+
+void set_log_sink(LogSink sink) {
+  SinkHolder& holder = sink_holder();
+  std::lock_guard lock(holder.mutex);
+  holder.sink = std::move(sink);
+}
+
+std::string_view log_level_name(LogLevel level) noexcept {
+  switch (level) {
+    case LogLevel::debug:
+      return "DEBUG";
+    case LogLevel::trace:
+      return "TRACE";
+    case LogLevel::info:
+      return "INFO";
+    case LogLevel::notice:
+      return "NOTICE";
+    case LogLevel::warning:
+      return "WARNING";
+    case LogLevel::error:
+      return "ERROR";
+    case LogLevel::none:
+      break;
+  }
+  return "NONE";
+}
+
+void log(LogLevel level, std::string_view message) {
+  if (!detail::log_enabled(level)) return;
+  long cid = this_coroutine::id();
+  SinkHolder& holder = sink_holder();
+  std::lock_guard lock(holder.mutex);
+  if (holder.sink) {
+    holder.sink(level, cid, message);
+  } else {
+    write_to_stderr(level, cid, message);
+  }
+}
+
+namespace detail {
+
+bool log_enabled(LogLevel level) noexcept {
+  return level != LogLevel::none && static_cast<int>(level) >= g_level.load(std::memory_order_relaxed);
+}
+
+void log_format(LogLevel level, const char* format, ...) {
+  if (!log_enabled(level)) return;
+  char buffer[512];
+  va_list arguments;
+  va_start(arguments, format);
+  int length = std::vsnprintf(buffer, sizeof buffer, format, arguments);
+  va_end(arguments);
+  if (length < 0) return;
+  if (static_cast<size_t>(length) < sizeof buffer) {
+    log(level, std::string_view(buffer, static_cast<size_t>(length)));
+    return;
+  }
+  std::string long_message(static_cast<size_t>(length) + 1, '\0');
+  va_start(arguments, format);
+  std::vsnprintf(long_message.data(), long_message.size(), format, arguments);
+  va_end(arguments);
+  long_message.pop_back();
+  log(level, long_message);
+}
+
+}  // namespace detail
+}  // namespace coring

@@ -1,0 +1,437 @@
+#include "core/scheduler.hpp"
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <exception>
+
+#include "core/logging.hpp"
+#if CORING_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
+namespace coring::detail {
+
+thread_local constinit Scheduler* tls_scheduler __attribute__((tls_model("initial-exec"))) = nullptr;
+
+namespace {
+
+// Coroutine ids are unique in the process and never reused. Each thread takes them in blocks
+// so that creating a coroutine needs no atomic operation.
+// A block is one page of the CoroutineTable, so that a page belongs to one thread.
+constexpr long kIdBlock = CoroutineTable::kPageSize;
+std::atomic<long> g_next_id_block{0};
+thread_local long tls_next_id = 0;
+thread_local long tls_id_end = 0;
+
+std::atomic<long> g_next_timer_id{1};
+
+char* align_down(char* p, size_t alignment) {
+  return reinterpret_cast<char*>(reinterpret_cast<uintptr_t>(p) & ~(uintptr_t{alignment} - 1));
+}
+
+// The least stack a coroutine keeps below its function object.
+constexpr size_t kMinimumFreeStack = 4096;
+
+}  // namespace
+
+int64_t monotonic_ns() noexcept {
+  timespec now;
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  return int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
+}
+
+int64_t deadline_after(int64_t now, Duration d) noexcept {
+  int64_t ns = d.count();
+  if (ns < 0) ns = 0;
+  return ns > INT64_MAX - now ? INT64_MAX : now + ns;
+}
+
+void coroutine_entry(transfer_t from) {
+  Scheduler* s = tls_scheduler;
+  s->landed(from);
+  Coroutine* self = s->current_;
+  try {
+    self->ops->invoke(self->callable);
+  } catch (const ForcedUnwind&) {
+    // Unwound after a deadlock: destructors have run, defers run below.
+  } catch (const std::exception& e) {
+    log_format(LogLevel::error, "coroutine#%ld exited with an uncaught exception: %s", self->id,
+               e.what());
+    std::terminate();
+  } catch (...) {
+    log_format(LogLevel::error, "coroutine#%ld exited with an uncaught exception (not a std::exception)",
+               self->id);
+    std::terminate();
+  }
+  if (auto* defers = self->defers) {
+    while (!defers->empty()) {
+      std::unique_ptr<Task> task = std::move(defers->back());
+      defers->pop_back();
+      try {
+        task->call();
+      } catch (const ForcedUnwind&) {
+      } catch (const std::exception& e) {
+        log_format(LogLevel::error, "coroutine#%ld: a deferred function threw: %s", self->id,
+                   e.what());
+        std::terminate();
+      } catch (...) {
+        log_format(LogLevel::error, "coroutine#%ld: a deferred function threw", self->id);
+        std::terminate();
+      }
+    }
+    delete defers;
+    self->defers = nullptr;
+  }
+  self->ops->destroy(self->callable);
+  s->finish(self);
+}
+
+Scheduler::Scheduler(const RunOptions& options)
+    : options_(options), stacks_(options.stack_size, options.stack_guard) {
+  hub_.state = State::running;
+}
+
+Scheduler::~Scheduler() = default;
+
+long Scheduler::next_coroutine_id() noexcept {
+  if (tls_next_id == tls_id_end) {
+    long block = g_next_id_block.fetch_add(1, std::memory_order_relaxed);
+    tls_next_id = block == 0 ? 1 : block * kIdBlock;  // ids start at 1
+    tls_id_end = (block + 1) * kIdBlock;
+  }
+  return tls_next_id++;
+}
+
+int Scheduler::run(const CallableOps& ops, void* fn) {
+  int error = engine_.init(options_.ring_entries);
+  if (error < 0) {
+    log_format(LogLevel::error,
+               "cannot set up io_uring (%u entries): %s; coring needs io_uring (Linux 5.19+, "
+               "not disabled by sysctl kernel.io_uring_disabled or a seccomp filter)",
+               options_.ring_entries, std::strerror(-error));
+    set_last_error(-error);
+    return -1;
+  }
+  install_overflow_handler();
+  install_signal_stack();
+  tls_scheduler = this;
+  if (spawn(ops, fn) < 0) {  // spawn() recorded why in this thread's last_error()
+    tls_scheduler = nullptr;
+    remove_signal_stack();
+    return -1;
+  }
+  loop();
+  tls_scheduler = nullptr;
+  remove_signal_stack();
+  if (deadlocked_) {
+    set_last_error(EDEADLK);
+    return -1;
+  }
+  return 0;
+}
+
+long Scheduler::spawn(const CallableOps& ops, void* fn) {
+  if (coroutine_num_ >= options_.max_coroutines) {
+    set_last_error(EAGAIN);
+    log_format(LogLevel::warning, "create: max_coroutines (%zu) reached",
+               options_.max_coroutines);
+    return -1;
+  }
+  char* base = stacks_.acquire();
+  if (base == nullptr) {
+    set_last_error(ENOMEM);
+    log_format(LogLevel::warning,
+               "create: cannot map a coroutine stack (%zu alive, %zu stacks mapped)%s",
+               coroutine_num_, stacks_.mapped_count(),
+               options_.stack_guard
+                   ? "; guard pages cost two kernel mappings per stack: raise "
+                     "vm.max_map_count or run with RunOptions::stack_guard = false"
+                   : "");
+    return -1;
+  }
+  size_t stack_size = stacks_.stack_size();
+#if CORING_ASAN
+  // A recycled stack may carry poison from frames its last coroutine abandoned when it ended.
+  ASAN_UNPOISON_MEMORY_REGION(base, stack_size);
+#endif
+  char* top = base + stack_size;
+  auto* c = ::new (align_down(top - sizeof(Coroutine), 64)) Coroutine;
+  char* callable = align_down(reinterpret_cast<char*>(c) - ops.size, std::max<size_t>(ops.align, 16));
+  if (callable < base + kMinimumFreeStack) {
+    c->~Coroutine();
+    stacks_.release(base);
+    set_last_error(E2BIG);
+    log_format(LogLevel::warning,
+               "create: the function object (%zu bytes) does not fit on a %zu-byte stack",
+               ops.size, stack_size);
+    return -1;
+  }
+  try {
+    ops.construct(callable, fn);
+  } catch (...) {
+    c->~Coroutine();
+    stacks_.release(base);
+    throw;
+  }
+  c->ops = &ops;
+  c->callable = callable;
+  c->stack_base = base;
+  c->id = next_coroutine_id();
+  c->parent_id = current_ == &hub_ ? -1 : current_->id;
+  char* stack_top = align_down(callable, 16);
+  c->context = boost::context::detail::make_fcontext(stack_top, stack_top - base, &coroutine_entry);
+#if CORING_ASAN
+  c->asan_stack_bottom = base;
+  c->asan_stack_size = stack_size;
+#endif
+  if (!coroutines_.insert(c->id, c)) {
+    ops.destroy(callable);
+    c->~Coroutine();
+    stacks_.release(base);
+    set_last_error(ENOMEM);
+    return -1;
+  }
+  ++coroutine_num_;
+  ++coroutines_created_;
+  coroutine_peak_num_ = std::max(coroutine_peak_num_, coroutine_num_);
+
+  long id = c->id;  // c may be gone by the time the switch below comes back
+  Coroutine* self = current_;
+  c->return_to = self;
+  self->state = State::suspended;
+  switch_to(self, c);
+  return id;
+}
+
+void Scheduler::finish(Coroutine* self) {
+  while (JoinNode* node = self->joiners) {
+    unlink_join_node(node);
+    JoinWait* wait = node->wait;
+    if (--wait->remaining == 0 && !wait->finished) {
+      wait->finished = true;
+      wait->result = 0;
+      make_ready(wait->self);
+    }
+  }
+  coroutines_.erase(self->id);
+  --coroutine_num_;
+  self->state = State::dead;
+  switch_to(self, pick_next(self));
+  __builtin_unreachable();
+}
+
+void Scheduler::recycle(Coroutine* c) noexcept {
+  char* base = c->stack_base;
+  c->~Coroutine();
+  stacks_.release(base);
+}
+
+bool Scheduler::cancel(Coroutine* c) {
+  if (c->state != State::suspended || c->wait_kind != WaitKind::wait || c->wait == nullptr ||
+      !c->wait->cancellable || c->wait->aborted) {
+    return false;
+  }
+  c->wait->aborted = true;
+  c->cancelled = true;
+  c->wait->abort(c->wait);
+  return true;
+}
+
+void Scheduler::loop() {
+  for (;;) {
+    if (ready_head_ != nullptr) {
+      budget_ = kSwitchBudget;
+      hub_.state = State::suspended;
+      switch_to(&hub_, pop_ready());
+      if (ready_head_ != nullptr) {
+        // The switch budget ran out with work still queued: look at the ring and the clock
+        // without blocking, then go on.
+        poll(false);
+        continue;
+      }
+    }
+    if (engine_.inflight() == 0 && timers_.empty()) {
+      if (coroutine_num_ == 0) return;
+      unwind_deadlocked();
+      continue;
+    }
+    stacks_.trim(kStacksKeptWhenIdle);
+    poll(true);
+  }
+}
+
+void Scheduler::poll(bool may_block) {
+  int64_t timeout_ns = 0;
+  if (may_block) {
+    if (timers_.empty()) {
+      timeout_ns = -1;
+    } else {
+      timeout_ns = std::max<int64_t>(0, timers_.next_deadline() - monotonic_ns());
+    }
+  }
+  engine_.submit_and_wait(timeout_ns);
+  engine_.reap([](Completion* completion, int32_t result, uint32_t flags) {
+    completion->complete(completion, result, flags);
+  });
+  if (!timers_.empty()) fire_timers(monotonic_ns());
+}
+
+void Scheduler::fire_timers(int64_t now) {
+  now_ = now;
+  while (TimerNode* node = timers_.pop_due(now)) node->fire(node);
+}
+
+void Scheduler::unwind_deadlocked() {
+  log_format(LogLevel::error, "all coroutines (count: %zu) are asleep - deadlock!",
+             coroutine_num_);
+  deadlocked_ = true;
+  std::vector<Coroutine*> stuck;
+  stuck.reserve(coroutine_num_);
+  coroutines_.for_each([&](Coroutine* c) { stuck.push_back(c); });
+  std::sort(stuck.begin(), stuck.end(),
+            [](const Coroutine* a, const Coroutine* b) { return a->id < b->id; });
+  for (Coroutine* c : stuck) {
+    c->unwinding = true;
+    if (c->wait_kind == WaitKind::yield) {
+      make_ready(c);
+    } else if (c->wait_kind == WaitKind::wait && c->wait != nullptr && !c->wait->aborted) {
+      c->wait->aborted = true;
+      c->wait->abort(c->wait);
+    }
+  }
+}
+
+Stats Scheduler::stats() const {
+  Stats s;
+  s.coroutine_num = coroutine_num_;
+  s.coroutine_peak_num = coroutine_peak_num_;
+  s.switches = switches_;
+  s.coroutines_created = coroutines_created_;
+  s.ready_num = ready_num_;
+  s.timer_num = timers_.size();
+  s.io_inflight = engine_.inflight();
+  s.stack_size = stacks_.stack_size();
+  s.stacks_free = stacks_.free_count();
+  s.stacks_mapped = stacks_.mapped_count();
+  s.ring_setup_flags = engine_.setup_flags();
+  return s;
+}
+
+std::vector<long> Scheduler::list() const {
+  std::vector<long> ids;
+  ids.reserve(coroutine_num_);
+  coroutines_.for_each([&](Coroutine* c) { ids.push_back(c->id); });
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+void link_join_node(Coroutine* target, JoinNode* node) noexcept {
+  node->target = target;
+  node->prev = nullptr;
+  node->next = target->joiners;
+  if (target->joiners != nullptr) target->joiners->prev = node;
+  target->joiners = node;
+}
+
+void unlink_join_node(JoinNode* node) noexcept {
+  if (node->target == nullptr) return;
+  if (node->prev != nullptr) {
+    node->prev->next = node->next;
+  } else {
+    node->target->joiners = node->next;
+  }
+  if (node->next != nullptr) node->next->prev = node->prev;
+  node->prev = node->next = nullptr;
+  node->target = nullptr;
+}
+
+// ---- user timers ------------------------------------------------------------------------------
+
+struct Scheduler::UserTimer : TimerNode {
+  long id = 0;
+  int64_t interval_ns = 0;
+  bool repeat = false;
+  std::shared_ptr<TimerCallback> callback;
+};
+
+long Scheduler::add_timer(int64_t interval_ns, bool repeat,
+                          std::shared_ptr<TimerCallback> callback) {
+  auto timer = std::make_unique<UserTimer>();
+  timer->id = g_next_timer_id.fetch_add(1, std::memory_order_relaxed);
+  timer->interval_ns = interval_ns;
+  timer->repeat = repeat;
+  timer->callback = std::move(callback);
+  timer->fire = &Scheduler::fire_user_timer;
+  timer->deadline = deadline_after(monotonic_ns(), Duration(std::max<int64_t>(0, interval_ns)));
+  arm(*timer);
+  long id = timer->id;
+  user_timers_.emplace(id, std::move(timer));
+  return id;
+}
+
+bool Scheduler::clear_timer(long timer_id) {
+  auto it = user_timers_.find(timer_id);
+  if (it == user_timers_.end()) return false;
+  disarm(*it->second);
+  user_timers_.erase(it);
+  return true;
+}
+
+void Scheduler::fire_user_timer(TimerNode* node) {
+  Scheduler* s = tls_scheduler;
+  auto* timer = static_cast<UserTimer*>(node);
+  long id = timer->id;
+  std::shared_ptr<TimerCallback> callback = timer->callback;
+  if (timer->repeat) {
+    timer->deadline = deadline_after(timer->deadline, Duration(timer->interval_ns));
+    if (timer->deadline <= s->now_) {
+      // Fell behind by more than a period: skip the missed firings.
+      timer->deadline = deadline_after(s->now_, Duration(timer->interval_ns));
+    }
+    s->arm(*timer);
+  } else {
+    s->user_timers_.erase(id);  // destroys timer
+  }
+  auto body = [callback = std::move(callback), id] { callback->call(id); };
+  if (s->spawn(callable_ops<decltype(body)>(), &body) < 0) {
+    log_format(LogLevel::warning, "timer#%ld: cannot start its coroutine; this firing is skipped",
+               id);
+  }
+}
+
+// ---- alternate signal stack --------------------------------------------------------------------
+
+void Scheduler::install_signal_stack() {
+  stack_t current{};
+  if (::sigaltstack(nullptr, &current) != 0 || !(current.ss_flags & SS_DISABLE)) return;
+  // The overflow handler runs on this stack: the faulting coroutine's own stack is exhausted.
+  size_t size = 64 * 1024;
+  void* memory = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (memory == MAP_FAILED) return;
+  stack_t alternate{};
+  alternate.ss_sp = memory;
+  alternate.ss_size = size;
+  if (::sigaltstack(&alternate, nullptr) != 0) {
+    ::munmap(memory, size);
+    return;
+  }
+  signal_stack_ = memory;
+  signal_stack_size_ = size;
+}
+
+void Scheduler::remove_signal_stack() {
+  if (signal_stack_ == nullptr) return;
+  stack_t disable{};
+  disable.ss_flags = SS_DISABLE;
+  ::sigaltstack(&disable, nullptr);
+  ::munmap(signal_stack_, signal_stack_size_);
+  signal_stack_ = nullptr;
+}
+
+}  // namespace coring::detail

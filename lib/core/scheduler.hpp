@@ -1,0 +1,329 @@
+// The scheduler: one per thread that calls run(). Private to the library.
+//
+// Invariants (read these before changing anything here):
+// - A coroutine is a Boost.Context fcontext on a pooled stack; its control block (Coroutine)
+//   and its function object live at the top of that stack, so creating one allocates nothing.
+// - Exactly one context runs at a time: current_. The scheduler's own loop (the hub) runs on
+//   the thread's original stack and is represented by hub_, a Coroutine without a stack.
+// - Switches are direct. A coroutine that waits hands the CPU straight to, in this order: the
+//   coroutine that started or resumed it (return_to: create() and resume() return to their
+//   caller as soon as the callee first waits, as in Swoole); else the next ready coroutine,
+//   while the hub's switch budget lasts; else the hub. So a wake-up costs one jump_fcontext,
+//   not two, and the hub still gets to poll I/O and timers at least every kSwitchBudget
+//   switches.
+// - Whoever jumps passes its own Coroutine* as the transfer data; the side that lands stores
+//   the returned fcontext into it (landed()). A coroutine that ended is recycled by the side
+//   that lands after its last jump, because nothing may free a stack while running on it.
+// - The hub runs only when no coroutine is in the middle of create()/resume() (return_to chains
+//   always unwind before a coroutine switches anywhere else), so when the hub finds nothing
+//   ready, no I/O in flight and no timer armed, every remaining coroutine is stuck: deadlock.
+// - A suspended coroutine that waits on something records it in `wait` (a WaitContext on its
+//   own stack) so that cancel() and the deadlock unwinder can end the wait; the CQE or timer
+//   that would have ended it finds it already ended and does nothing.
+#pragma once
+
+#include <absl/container/flat_hash_map.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <system_error>
+#include <vector>
+
+#include "core/context_switch.hpp"
+#include "core/coroutine_table.hpp"
+#include "core/engine.hpp"
+#include "core/stack_pool.hpp"
+#include "core/timer_heap.hpp"
+#include "coring/coroutine.hpp"
+#include "coring/detail/wait.hpp"
+#include "coring/timer.hpp"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CORING_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CORING_ASAN 1
+#endif
+#endif
+#ifndef CORING_ASAN
+#define CORING_ASAN 0
+#endif
+#if CORING_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+namespace coring::detail {
+
+struct Coroutine;
+
+// What a suspended coroutine waits for, so that cancel() and the deadlock unwinder can end the
+// wait early. Lives on the waiting coroutine's stack.
+struct WaitContext {
+  // Ends the wait now with ECANCELED: takes the coroutine off whatever it is queued on (or asks
+  // the ring to cancel its operation) and arranges for it to become ready. Called at most once
+  // per wait (aborted guards it).
+  void (*abort)(WaitContext* self) = nullptr;
+  bool cancellable = true;
+  bool aborted = false;
+};
+
+enum class State : uint8_t { ready, running, suspended, dead };
+
+enum class WaitKind : uint8_t {
+  none,   // running, ready, or suspended in create()/resume() waiting for its callee
+  yield,  // this_coroutine::yield(): only resume() ends it
+  wait,   // sleep, park, join, I/O: `wait` says how to end it early
+};
+
+struct JoinWait;
+
+// One link between a joiner and one coroutine it joins (the joiner's stack holds them all).
+struct JoinNode {
+  JoinNode* prev = nullptr;
+  JoinNode* next = nullptr;
+  Coroutine* target = nullptr;  // null once unlinked
+  JoinWait* wait = nullptr;
+};
+
+// Thrown from a wait to unwind a coroutine that the deadlock detector gave up on. Deliberately
+// not a std::exception, so that catch (const std::exception&) does not swallow it.
+struct ForcedUnwind {};
+
+struct Coroutine {
+  fcontext_t context = nullptr;
+  Coroutine* return_to = nullptr;
+  Coroutine* next_ready = nullptr;
+  State state = State::suspended;
+  WaitKind wait_kind = WaitKind::none;
+  bool unwinding = false;
+  bool cancelled = false;  // the most recent wait was ended by cancel()
+  long id = -1;
+  long parent_id = -1;
+  WaitContext* wait = nullptr;
+  const CallableOps* ops = nullptr;
+  void* callable = nullptr;
+  char* stack_base = nullptr;  // lowest usable byte of the stack (above the guard)
+  std::vector<std::unique_ptr<Task>>* defers = nullptr;
+  JoinNode* joiners = nullptr;
+  std::error_code last_error;
+#if CORING_ASAN
+  void* asan_fake_stack = nullptr;
+  const void* asan_stack_bottom = nullptr;
+  size_t asan_stack_size = 0;
+#endif
+};
+
+class Scheduler;
+extern thread_local constinit Scheduler* tls_scheduler __attribute__((tls_model("initial-exec")));
+
+int64_t monotonic_ns() noexcept;
+// now + d, saturating: kForever (or any huge d) becomes "never".
+int64_t deadline_after(int64_t now, Duration d) noexcept;
+
+[[noreturn]] inline void throw_forced_unwind() { throw ForcedUnwind{}; }
+
+
+class Scheduler {
+ public:
+  // How many direct coroutine-to-coroutine switches the hub allows before it polls the ring and
+  // the timers again. Large enough to amortise an io_uring_enter, small enough to keep I/O
+  // latency far below a millisecond under a flood of ready coroutines.
+  static constexpr int kSwitchBudget = 128;
+  // Pooled stacks kept committed when the scheduler goes idle; the rest are given back.
+  static constexpr size_t kStacksKeptWhenIdle = 1024;
+
+  explicit Scheduler(const RunOptions& options);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  static Scheduler* current() noexcept { return tls_scheduler; }
+
+  // Sets up the ring and runs main as the first coroutine until everything has ended.
+  // Returns 0, or -1 with last_error set.
+  int run(const CallableOps& ops, void* fn);
+
+  long spawn(const CallableOps& ops, void* fn);
+
+  // The running coroutine, or nullptr when the hub runs.
+  Coroutine* running() const noexcept { return current_ == &hub_ ? nullptr : current_; }
+
+  // The running coroutine gives up the CPU until something makes it ready (or resume()s it).
+  // It may already be in the ready queue (a plain reschedule). Never throws: each wait checks
+  // `unwinding` itself once its own bookkeeping is undone (an I/O wait must first see its CQE).
+  void suspend() {
+    Coroutine* self = current_;
+    if (self->state == State::running) self->state = State::suspended;
+    Coroutine* next = pick_next(self);
+    if (next == self) {  // it was the only ready coroutine: go on without a switch
+      self->state = State::running;
+      return;
+    }
+    switch_to(self, next);
+  }
+
+  void make_ready(Coroutine* c) noexcept {
+    c->state = State::ready;
+    c->next_ready = nullptr;
+    if (ready_tail_ != nullptr) {
+      ready_tail_->next_ready = c;
+    } else {
+      ready_head_ = c;
+    }
+    ready_tail_ = c;
+    ++ready_num_;
+  }
+
+  // Suspends the running coroutine until resume(); see this_coroutine::yield.
+  void yield_running() {
+    Coroutine* self = current_;
+    if (self->unwinding) throw_forced_unwind();
+    self->wait_kind = WaitKind::yield;
+    suspend();
+    self->wait_kind = WaitKind::none;
+    if (self->unwinding) [[unlikely]] throw_forced_unwind();
+  }
+
+  // Switches to `target` (suspended in yield) now; returns when it waits or ends.
+  void resume(Coroutine* target) {
+    Coroutine* self = current_;
+    target->wait_kind = WaitKind::none;
+    target->return_to = self;
+    self->state = State::suspended;
+    switch_to(self, target);
+  }
+
+  Coroutine* find(long id) const noexcept { return coroutines_.find(id); }
+  // Ends c's wait with ECANCELED if it is cancellable. False otherwise.
+  bool cancel(Coroutine* c);
+
+  void arm(TimerNode& node) { timers_.push(&node); }
+  void disarm(TimerNode& node) noexcept {
+    if (node.armed()) timers_.remove(&node);
+  }
+
+  Engine& engine() noexcept { return engine_; }
+  const RunOptions& options() const noexcept { return options_; }
+  Stats stats() const;
+  std::vector<long> list() const;
+  void for_each_coroutine_id(std::vector<long>& out) const;
+
+  // User timers (after/tick) live in the scheduler so that they die with it.
+  long add_timer(int64_t interval_ns, bool repeat, std::shared_ptr<TimerCallback> callback);
+  bool clear_timer(long timer_id);
+
+  StackPool& stacks() noexcept { return stacks_; }
+
+ private:
+  friend void coroutine_entry(transfer_t from);
+  struct UserTimer;
+
+  Coroutine* pick_next(Coroutine* self) noexcept {
+    if (Coroutine* next = self->return_to) {
+      self->return_to = nullptr;
+      return next;
+    }
+    if (ready_head_ != nullptr && budget_ > 0) {
+      --budget_;
+      return pop_ready();
+    }
+    return &hub_;
+  }
+
+  Coroutine* pop_ready() noexcept {
+    Coroutine* c = ready_head_;
+    ready_head_ = c->next_ready;
+    if (ready_head_ == nullptr) ready_tail_ = nullptr;
+    --ready_num_;
+    return c;
+  }
+
+  void switch_to(Coroutine* from, Coroutine* to) {
+    current_ = to;
+    to->state = State::running;
+    ++switches_;
+#if CORING_ASAN
+    __sanitizer_start_switch_fiber(from->state == State::dead ? nullptr : &from->asan_fake_stack,
+                                   to->asan_stack_bottom, to->asan_stack_size);
+#endif
+    transfer_t from_other = jump_context(to->context, from);
+    landed(from_other);
+  }
+
+  // Runs first on the stack we just switched to: records where the other side stopped, or
+  // recycles it if it ended.
+  void landed(transfer_t from_other) {
+    auto* previous = static_cast<Coroutine*>(from_other.data);
+#if CORING_ASAN
+    const void* bottom = nullptr;
+    size_t size = 0;
+    __sanitizer_finish_switch_fiber(current_->asan_fake_stack, &bottom, &size);
+    previous->asan_stack_bottom = bottom;
+    previous->asan_stack_size = size;
+#endif
+    if (previous->state == State::dead) [[unlikely]] {
+      recycle(previous);
+    } else {
+      previous->context = from_other.fctx;
+    }
+  }
+
+  [[noreturn]] void finish(Coroutine* self);
+  static void fire_user_timer(TimerNode* node);
+  void recycle(Coroutine* c) noexcept;
+  void loop();
+  void poll(bool may_block);
+  void fire_timers(int64_t now);
+  void unwind_deadlocked();
+  long next_coroutine_id() noexcept;
+  void install_signal_stack();
+  void remove_signal_stack();
+
+  RunOptions options_;
+  Coroutine hub_;
+  Coroutine* current_ = &hub_;
+  Coroutine* ready_head_ = nullptr;
+  Coroutine* ready_tail_ = nullptr;
+  size_t ready_num_ = 0;
+  int budget_ = 0;
+
+  Engine engine_;
+  TimerHeap timers_;
+  StackPool stacks_;
+  CoroutineTable coroutines_;
+  absl::flat_hash_map<long, std::unique_ptr<UserTimer>> user_timers_;
+
+  size_t coroutine_num_ = 0;
+  size_t coroutine_peak_num_ = 0;
+  uint64_t switches_ = 0;
+  uint64_t coroutines_created_ = 0;
+  bool deadlocked_ = false;
+  int64_t now_ = 0;  // the clock as fire_timers() last read it
+
+  void* signal_stack_ = nullptr;
+  size_t signal_stack_size_ = 0;
+};
+
+// A join() in progress: on the joiner's stack, linked into each target's list of joiners.
+struct JoinWait : WaitContext, TimerNode {
+  Coroutine* self = nullptr;
+  size_t remaining = 0;
+  bool finished = false;
+  int result = 0;
+  std::vector<JoinNode> nodes;
+};
+
+void link_join_node(Coroutine* target, JoinNode* node) noexcept;
+void unlink_join_node(JoinNode* node) noexcept;
+
+// The coroutine running on this thread, or nullptr (no container, or the hub).
+inline Coroutine* running_coroutine() noexcept {
+  Scheduler* s = tls_scheduler;
+  return s == nullptr ? nullptr : s->running();
+}
+
+// Installs (once per process) the SIGSEGV handler that reports coroutine stack overflows.
+void install_overflow_handler();
+
+}  // namespace coring::detail

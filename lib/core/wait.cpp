@@ -1,0 +1,81 @@
+// park()/wake(): the waiting primitive under channels, wait groups, mutexes and pools.
+#include <cerrno>
+
+#include "core/scheduler.hpp"
+#include "coring/detail/wait.hpp"
+
+namespace coring::detail {
+namespace {
+
+struct ParkWait : WaitContext, TimerNode {
+  Waiter* waiter = nullptr;
+  Coroutine* self = nullptr;
+};
+
+// Ends the wait with result unless someone else already took the waiter off its list.
+void end_park(ParkWait* park, int result) {
+  Waiter* waiter = park->waiter;
+  if (waiter->list == nullptr) return;
+  waiter->list->remove(waiter);
+  waiter->result = result;
+  tls_scheduler->make_ready(park->self);
+}
+
+void park_fire(TimerNode* node) { end_park(static_cast<ParkWait*>(node), ETIMEDOUT); }
+
+void park_abort(WaitContext* context) {
+  auto* park = static_cast<ParkWait*>(context);
+  tls_scheduler->disarm(*park);
+  end_park(park, ECANCELED);
+}
+
+}  // namespace
+
+int park(WaitList& list, Waiter& w, Duration timeout, Cancellable cancellable) {
+  Scheduler* s = tls_scheduler;
+  Coroutine* self = running_coroutine();
+  if (self == nullptr) {
+    set_last_error(EPERM);
+    return EPERM;
+  }
+  if (timeout == Duration::zero()) {
+    set_last_error(ETIMEDOUT);
+    return ETIMEDOUT;
+  }
+  if (self->unwinding) throw_forced_unwind();
+  self->cancelled = false;
+  w.coroutine = self;
+  w.result = kWaitOk;
+  list.push_back(&w);
+  ParkWait park;
+  park.waiter = &w;
+  park.self = self;
+  park.abort = &park_abort;
+  park.cancellable = cancellable == Cancellable::yes;
+  park.fire = &park_fire;
+  if (timeout > Duration::zero() && timeout != kForever) {
+    park.deadline = deadline_after(monotonic_ns(), timeout);
+    s->arm(park);
+  }
+  self->wait = &park;
+  self->wait_kind = WaitKind::wait;
+  s->suspend();
+  self->wait = nullptr;
+  self->wait_kind = WaitKind::none;
+  s->disarm(park);
+  if (self->unwinding) throw_forced_unwind();
+  if (w.result == ETIMEDOUT || w.result == ECANCELED) set_last_error(w.result);
+  return w.result;
+}
+
+void wake(Waiter& w, int result) noexcept {
+  w.list->remove(&w);
+  w.result = result;
+  tls_scheduler->make_ready(static_cast<Coroutine*>(w.coroutine));
+}
+
+void wake_all(WaitList& list, int result) noexcept {
+  while (Waiter* w = list.front()) wake(*w, result);
+}
+
+}  // namespace coring::detail

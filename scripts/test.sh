@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine: installs what is missing, builds, runs every
+# doctest suite and integration script, then the same suites under an ASan+UBSan build.
+# The last line is "N passed, N failed" over every suite (doctest test cases plus integration
+# checks); the exit status is 0 only when nothing failed.
+#
+#   scripts/test.sh                 everything
+#   SANITIZE=0 scripts/test.sh      skip the sanitizer pass
+#   SUITES="core channel" scripts/test.sh   only these suites (names of tests/*_test.cpp)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+scripts/deps.sh || { echo "deps: installation failed"; echo "0 passed, 1 failed"; exit 1; }
+
+total_passed=0
+total_failed=0
+failures=()
+
+# run_suite LABEL TIMEOUT CMD...: runs one doctest binary or integration script and adds its
+# counts. A suite that dies without printing its summary counts as one failure.
+run_suite() {
+  local label=$1 limit=$2
+  shift 2
+  local log
+  log=$(mktemp)
+  local start=$SECONDS
+  timeout -k 10 "$limit" "$@" >"$log" 2>&1
+  local status=$?
+  local passed failed
+  # doctest: "[doctest] test cases: 12 | 12 passed | 0 failed | 0 skipped"
+  # integration scripts: "RESULT: N passed, M failed"
+  if line=$(grep -E '^\[doctest\] test cases:' "$log" | tail -1) && [[ -n $line ]]; then
+    passed=$(sed -E 's/.*\| *([0-9]+) passed.*/\1/' <<<"$line")
+    failed=$(sed -E 's/.*\| *([0-9]+) failed.*/\1/' <<<"$line")
+  elif line=$(grep -E '^RESULT: [0-9]+ passed, [0-9]+ failed' "$log" | tail -1) && [[ -n $line ]]; then
+    passed=$(sed -E 's/^RESULT: ([0-9]+) passed.*/\1/' <<<"$line")
+    failed=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")
+  else
+    passed=0
+    failed=0
+  fi
+  if ((status != 0 && failed == 0)); then failed=1; fi
+  total_passed=$((total_passed + passed))
+  total_failed=$((total_failed + failed))
+  printf '%-28s %4d passed %3d failed  (%ds)\n' "$label" "$passed" "$failed" $((SECONDS - start))
+  if ((failed > 0)); then
+    failures+=("$label")
+    echo "----- $label output (last 60 lines) -----"
+    tail -60 "$log"
+    echo "----- end of $label -----"
+  fi
+  rm -f "$log"
+}
+
+# build DIR OPTIONS...: configures (once) and builds; a failed build counts as a failure.
+build() {
+  local dir=$1
+  shift
+  if [[ ! -f $dir/build.ninja ]]; then
+    meson setup "$dir" "$@" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; return 1; }
+  fi
+  ninja -C "$dir" >"$dir.build.log" 2>&1 || { tail -80 "$dir.build.log"; return 1; }
+}
+
+# run_all DIR LABEL_SUFFIX: every suite of one build.
+run_all() {
+  local dir=$1 suffix=$2 binary name
+  for binary in "$dir"/tests/*_test; do
+    name=$(basename "$binary" _test)
+    if [[ -n ${SUITES:-} && " $SUITES " != *" $name "* ]]; then continue; fi
+    run_suite "$name$suffix" 600 "$binary"
+  done
+  for script in tests/integration/*.sh; do
+    [[ -e $script ]] || continue
+    name=$(basename "$script" .sh)
+    if [[ -n ${SUITES:-} && " $SUITES " != *" $name "* ]]; then continue; fi
+    BUILD_DIR="$root/$dir" run_suite "$name$suffix" 600 bash "$script"
+  done
+}
+
+echo "== build (debugoptimized, assertions on)"
+if build build-test --buildtype=debugoptimized -Db_ndebug=false --prefix="$root/build-test/prefix"; then
+  run_all build-test ""
+else
+  total_failed=$((total_failed + 1))
+  failures+=("build")
+fi
+
+if [[ ${SANITIZE:-1} != 0 ]]; then
+  echo "== build (ASan + UBSan)"
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=0:detect_stack_use_after_return=0}
+  export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+  if build build-asan --buildtype=debugoptimized -Db_ndebug=false -Db_sanitize=address,undefined \
+      -Db_lundef=false -Dbenchmarks=false --prefix="$root/build-asan/prefix"; then
+    CORING_SANITIZED=1 run_all build-asan " (asan)"
+  else
+    total_failed=$((total_failed + 1))
+    failures+=("build (asan)")
+  fi
+fi
+
+if ((${#failures[@]} > 0)); then echo "failed: ${failures[*]}"; fi
+echo "$total_passed passed, $total_failed failed"
+((total_failed == 0))
