@@ -2,9 +2,9 @@
 // raise (BindError), and how run-time failures are reported.
 //
 // Time. Every timeout is a Duration (std::chrono::nanoseconds); any integral std::chrono
-// duration converts implicitly. kForever means "no timeout" and so does any negative timeout
-// (Swoole code passes -1 for "wait forever"). A timeout of zero means "do not wait": the call
-// succeeds only if it can complete at once, otherwise it fails with ETIMEDOUT.
+// duration converts implicitly. kForever means "no timeout". A timeout of zero or less means
+// "do not wait": the call succeeds only if it can complete at once, otherwise it fails with
+// ETIMEDOUT (so a deadline computed as `deadline - now` that has passed never waits forever).
 //
 // Failures. Waiting calls never throw for run-time conditions (timeout, reset, refusal, close,
 // cancel); they return a failure value and record why, on the object (obj.error()) or, for free

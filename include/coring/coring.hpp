@@ -6,7 +6,9 @@
 #include "coring/common.hpp"
 #include "coring/coroutine.hpp"
 #include "coring/log.hpp"
+#include "coring/socket.hpp"
 #include "coring/sync.hpp"
+#include "coring/system.hpp"
 #include "coring/timer.hpp"
 
 namespace Co = coring;

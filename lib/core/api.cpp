@@ -172,8 +172,8 @@ bool join(std::span<const long> cids, Duration timeout) {
     }
   }
   if (wait.remaining == 0) return true;
-  bool timed = timeout > Duration::zero() && timeout != kForever;
-  if (timeout == Duration::zero()) {
+  bool timed = timeout != kForever;
+  if (timeout <= Duration::zero()) {
     for (JoinNode& node : wait.nodes) detail::unlink_join_node(&node);
     set_last_error(ETIMEDOUT);
     return false;

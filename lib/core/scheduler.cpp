@@ -127,6 +127,7 @@ int Scheduler::run(const CallableOps& ops, void* fn) {
     return -1;
   }
   loop();
+  inbox_->close();
   tls_scheduler = nullptr;
   remove_signal_stack();
   if (deadlocked_) {

@@ -33,6 +33,7 @@
 #include "core/context_switch.hpp"
 #include "core/coroutine_table.hpp"
 #include "core/engine.hpp"
+#include "core/remote.hpp"
 #include "core/stack_pool.hpp"
 #include "core/timer_heap.hpp"
 #include "coring/coroutine.hpp"
@@ -214,6 +215,7 @@ class Scheduler {
   bool clear_timer(long timer_id);
 
   StackPool& stacks() noexcept { return stacks_; }
+  const std::shared_ptr<RemoteInbox>& inbox() const noexcept { return inbox_; }
 
  private:
   friend void coroutine_entry(transfer_t from);
@@ -289,6 +291,7 @@ class Scheduler {
   int budget_ = 0;
 
   Engine engine_;
+  std::shared_ptr<RemoteInbox> inbox_ = std::make_shared<RemoteInbox>();
   TimerHeap timers_;
   StackPool stacks_;
   CoroutineTable coroutines_;

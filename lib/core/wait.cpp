@@ -38,7 +38,7 @@ int park(WaitList& list, Waiter& w, Duration timeout, Cancellable cancellable) {
     set_last_error(EPERM);
     return EPERM;
   }
-  if (timeout == Duration::zero()) {
+  if (timeout <= Duration::zero()) {
     set_last_error(ETIMEDOUT);
     return ETIMEDOUT;
   }
@@ -53,7 +53,7 @@ int park(WaitList& list, Waiter& w, Duration timeout, Cancellable cancellable) {
   park.abort = &park_abort;
   park.cancellable = cancellable == Cancellable::yes;
   park.fire = &park_fire;
-  if (timeout > Duration::zero() && timeout != kForever) {
+  if (timeout != kForever) {
     park.deadline = deadline_after(monotonic_ns(), timeout);
     s->arm(park);
   }

@@ -1,0 +1,141 @@
+// Coroutine sockets: TCP (IPv4, IPv6), UDP, and Unix stream and datagram sockets whose waits
+// go through the scheduler's io_uring, so one thread serves thousands of connections.
+//
+// One reader and one writer. Read operations are accept() and the recv*() family; write
+// operations are connect() and the send*() family. One coroutine may read while another writes
+// (full duplex), but a second coroutine that starts a read while another one is reading (or a
+// write while another one is writing) throws coring::BindError with Swoole's exact text.
+//
+// How things fail. Calls return -1 / false / an empty optional and record why in error() (an
+// errno value) and error_message():
+// - ETIMEDOUT: the timeout passed. Defaults: connect 10 s, read and write 60 s, settable per
+//   socket and process-wide (set_default_timeouts); pass kForever for no limit, zero or less
+//   for "do not wait". After a read timeout the socket stays usable and loses no data.
+// - ECANCELED: cancel(cid) interrupted the waiting coroutine, or close() was called by another
+//   coroutine while this one waited. close() makes every waiter return at once and releases the
+//   descriptor only after they have all woken, so a recycled fd number can never receive data
+//   meant for this socket. Every call after close() fails with EBADF.
+// - ECONNREFUSED, ECONNRESET, EPIPE, EHOSTUNREACH...: what the kernel said. SIGPIPE never kills
+//   the process (it is ignored once a container starts, and sends use MSG_NOSIGNAL).
+// - recv() returns 0 when the peer closed its side.
+// - EMSGSIZE: recv_packet() met a packet larger than Protocol::package_max_length; the socket
+//   is unusable for reading after that (the stream cannot be re-synchronised).
+// - Names are resolved with coring::resolve() (see system.hpp): numeric addresses without a
+//   syscall, names on a worker thread; a name that cannot be resolved fails connect() with the
+//   resolver's error (ENXIO: no such name, EINVAL: malformed).
+// A Socket belongs to the thread (container) that uses it. Its state lives on the heap, shared
+// with the operations waiting on it, so moving a Socket is always safe, and destroying one
+// while another coroutine waits on it acts as close(): the waiter wakes with ECANCELED.
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "coring/common.hpp"
+
+namespace coring {
+namespace detail {
+struct SocketCore;
+struct AdoptedTag {};
+}  // namespace detail
+
+// Framing for recv_packet(), as Swoole's open_eof_check / open_length_check.
+struct Protocol {
+  // Non-empty: a packet ends with this delimiter (1 to 8 bytes), which stays in the packet.
+  std::string eof;
+  // 0: no length framing; otherwise the type of the length field, as pack() letters:
+  // 'C' uint8, 'n' uint16 big-endian, 'N' uint32 big-endian, 'v' uint16 little-endian,
+  // 'V' uint32 little-endian. The length field sits at length_offset; its value counts the bytes
+  // after body_offset, so a packet is body_offset + length bytes long.
+  char length_type = 0;
+  size_t length_offset = 0;
+  size_t body_offset = 0;
+  size_t package_max_length = 2 * 1024 * 1024;  // larger: EMSGSIZE
+};
+
+class Socket {
+ public:
+  enum class Type { tcp, tcp6, udp, udp6, unix_stream, unix_dgram };
+
+  // "Use this socket's configured timeout for this kind of operation" (the default argument).
+  static constexpr Duration kDefaultTimeout = Duration::min();
+
+  // Creates the descriptor (non-blocking, close-on-exec; TCP gets TCP_NODELAY). If the kernel
+  // refuses (EMFILE...), fd() is -1 and every call fails with that error.
+  explicit Socket(Type type = Type::tcp);
+  // Adopts a connected or listening descriptor (used by accept() and servers).
+  Socket(int fd, Type type);
+  Socket(Socket&& other) noexcept;
+  Socket& operator=(Socket&& other) noexcept;
+  Socket(const Socket&) = delete;
+  Socket& operator=(const Socket&) = delete;
+  ~Socket();
+
+  // Resolves host (for tcp/udp: IPv4 names, for tcp6/udp6: IPv6) and connects.
+  bool connect(std::string_view host, uint16_t port, Duration timeout = kDefaultTimeout);
+  // Unix sockets: connects to a filesystem path (or an abstract name starting with '@').
+  bool connect(std::string_view unix_path, Duration timeout = kDefaultTimeout);
+  // Binds to host:port ("0.0.0.0", "::", a name, or for Unix sockets a path and port 0).
+  // TCP sockets get SO_REUSEADDR first. Port 0 picks a free port: see local_port().
+  bool bind(std::string_view host, uint16_t port = 0);
+  bool listen(int backlog = 511);
+  // Waits for a connection. The accepted socket inherits this socket's timeouts.
+  std::optional<Socket> accept(Duration timeout = kForever);
+
+  ssize_t recv(void* buffer, size_t size, Duration timeout = kDefaultTimeout);  // 0: peer closed
+  ssize_t send(const void* data, size_t size, Duration timeout = kDefaultTimeout);
+  // Until size bytes, end of stream or an error; the timeout covers the whole call. Returns the
+  // bytes moved if any (then error() tells why it stopped short: 0 for end of stream), else -1
+  // (or 0 for recv_all at end of stream).
+  ssize_t recv_all(void* buffer, size_t size, Duration timeout = kDefaultTimeout);
+  ssize_t send_all(const void* data, size_t size, Duration timeout = kDefaultTimeout);
+  // One packet framed by set_protocol(). The view points into the socket's own buffer and stays
+  // valid until the next read call on this socket. An empty view means the peer closed between
+  // packets; a close in the middle of a packet fails with ECONNRESET. Without framing, returns
+  // whatever one recv() brings.
+  std::optional<std::string_view> recv_packet(Duration timeout = kDefaultTimeout);
+
+  // Datagrams (UDP, Unix datagram). For Unix datagram sockets host is a path and port is ignored.
+  ssize_t sendto(std::string_view host, uint16_t port, const void* data, size_t size);
+  ssize_t recvfrom(void* buffer, size_t size, std::string* host, uint16_t* port,
+                   Duration timeout = kDefaultTimeout);
+
+  bool shutdown(int how = SHUT_RDWR);  // a reader waiting in recv() then sees end of stream
+  bool close();                        // see the header comment; true if it was open
+
+  void set_timeout(Duration timeout);  // read and write
+  void set_timeouts(Duration connect, Duration read, Duration write);
+  Duration connect_timeout() const noexcept;
+  Duration read_timeout() const noexcept;
+  Duration write_timeout() const noexcept;
+  // Process-wide defaults for sockets created afterwards (initially 10 s, 60 s, 60 s).
+  static void set_default_timeouts(Duration connect, Duration read, Duration write);
+
+  void set_protocol(const Protocol& protocol);
+  bool set_nodelay(bool on);
+  bool set_keepalive(bool on, int idle_seconds = 60, int interval_seconds = 5, int count = 3);
+  bool set_linger(bool on, int seconds);
+
+  int fd() const noexcept;
+  Type type() const noexcept;
+  bool is_open() const noexcept { return fd() >= 0; }
+  uint16_t local_port() const;       // 0 when unknown
+  std::string peer_address() const;  // "ip:port" ("[ip6]:port"), the path for Unix, "" unknown
+  std::error_code error() const noexcept;
+  std::string_view error_message() const noexcept;
+
+  // Internal: adopts a descriptor known to be non-blocking (accept(), servers), no syscall.
+  Socket(detail::AdoptedTag, int fd, Type type);
+
+ private:
+  detail::SocketCore* core_ = nullptr;
+};
+
+}  // namespace coring

@@ -1,0 +1,83 @@
+#include "core/io_op.hpp"
+
+#include <cerrno>
+
+#include "core/scheduler.hpp"
+
+namespace coring::detail {
+namespace {
+
+struct IoWait : WaitContext, TimerNode {
+  IoOp* op = nullptr;
+};
+
+void complete_io(Completion* completion, int32_t result, uint32_t flags) {
+  auto* op = static_cast<IoOp*>(completion);
+  op->result = result;
+  op->cqe_flags = flags;
+  op->completed = true;
+  tls_scheduler->make_ready(op->waiter);
+}
+
+void io_deadline_passed(TimerNode* node) {
+  request_cancel(*static_cast<IoWait*>(node)->op, ETIMEDOUT);
+}
+
+void io_abort(WaitContext* context) {
+  auto* wait = static_cast<IoWait*>(context);
+  tls_scheduler->disarm(*wait);
+  request_cancel(*wait->op, ECANCELED);
+}
+
+}  // namespace
+
+io_uring_sqe* prepare_io(IoOp& op, int* error) {
+  Scheduler* s = tls_scheduler;
+  io_uring_sqe* sqe = s->engine().get_sqe();
+  if (sqe == nullptr) {
+    *error = EAGAIN;
+    return nullptr;
+  }
+  op.complete = &complete_io;
+  op.completed = false;
+  op.cancel_reason = 0;
+  io_uring_sqe_set_data(sqe, &op);
+  return sqe;
+}
+
+int32_t wait_io(IoOp& op, int64_t deadline_ns) {
+  Scheduler* s = tls_scheduler;
+  Coroutine* self = s->running();
+  op.waiter = self;
+  IoWait wait;
+  wait.op = &op;
+  wait.abort = &io_abort;
+  wait.fire = &io_deadline_passed;
+  if (deadline_ns != INT64_MAX) {
+    wait.deadline = deadline_ns;
+    s->arm(wait);
+  }
+  self->cancelled = false;
+  self->wait = &wait;
+  self->wait_kind = WaitKind::wait;
+  // Only the CQE readies us: the deadline and aborts merely request a cancellation.
+  while (!op.completed) s->suspend();
+  self->wait = nullptr;
+  self->wait_kind = WaitKind::none;
+  s->disarm(wait);
+  if (self->unwinding) throw_forced_unwind();
+  if (op.result == -ECANCELED && op.cancel_reason != 0) return -op.cancel_reason;
+  if (op.result == -EINTR && op.cancel_reason != 0) return -op.cancel_reason;
+  return op.result;
+}
+
+void request_cancel(IoOp& op, int reason) noexcept {
+  if (op.completed || op.cancel_reason != 0) return;
+  op.cancel_reason = reason;
+  io_uring_sqe* sqe = tls_scheduler->engine().get_sqe();
+  if (sqe == nullptr) return;  // the ring is broken; the operation still completes by itself
+  io_uring_prep_cancel64(sqe, reinterpret_cast<uint64_t>(&op), 0);
+  io_uring_sqe_set_data64(sqe, 0);  // nobody waits for the cancellation's own CQE
+}
+
+}  // namespace coring::detail

@@ -1,0 +1,87 @@
+#include "core/remote.hpp"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "core/scheduler.hpp"
+
+namespace coring::detail {
+
+RemoteInbox::~RemoteInbox() {
+  if (eventfd_ >= 0) ::close(eventfd_);
+}
+
+bool RemoteInbox::expect(int* error) {
+  if (eventfd_ < 0) {
+    eventfd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (eventfd_ < 0) {
+      *error = errno;
+      return false;
+    }
+    reader_.inbox = this;
+    reader_.complete = &RemoteInbox::on_wakeup;
+  }
+  ++expected_;
+  arm();
+  return true;
+}
+
+void RemoteInbox::unexpect() noexcept {
+  if (expected_ > 0) --expected_;
+  // Nobody waits any more: let the pending read go so the container can end. A later expect()
+  // arms it again and whatever was delivered meanwhile is drained then.
+  if (expected_ == 0 && armed_) {
+    io_uring_sqe* sqe = tls_scheduler->engine().get_sqe();
+    if (sqe != nullptr) {
+      io_uring_prep_cancel64(sqe, reinterpret_cast<uint64_t>(&reader_), 0);
+      io_uring_sqe_set_data64(sqe, 0);
+    }
+  }
+}
+
+void RemoteInbox::arm() noexcept {
+  if (armed_ || expected_ == 0) return;
+  io_uring_sqe* sqe = tls_scheduler->engine().get_sqe();
+  if (sqe == nullptr) return;
+  io_uring_prep_read(sqe, eventfd_, &counter_, sizeof counter_, 0);
+  io_uring_sqe_set_data(sqe, static_cast<Completion*>(&reader_));
+  armed_ = true;
+}
+
+void RemoteInbox::on_wakeup(Completion* completion, int32_t, uint32_t) {
+  RemoteInbox* inbox = static_cast<Reader*>(completion)->inbox;
+  inbox->armed_ = false;
+  inbox->drain();
+  inbox->arm();
+}
+
+void RemoteInbox::drain() {
+  std::vector<std::unique_ptr<RemoteJob>> jobs;
+  {
+    std::lock_guard lock(mutex_);
+    jobs.swap(delivered_);
+  }
+  for (auto& job : jobs) job->finish();
+}
+
+void RemoteInbox::deliver(std::unique_ptr<RemoteJob> job) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!open_) return;  // the scheduler is gone: drop the job (here, on this thread)
+    delivered_.push_back(std::move(job));
+  }
+  uint64_t one = 1;
+  ssize_t written = ::write(eventfd_, &one, sizeof one);
+  (void)written;  // EAGAIN only when the counter is saturated: a wake-up is pending anyway
+}
+
+void RemoteInbox::close() noexcept {
+  std::vector<std::unique_ptr<RemoteJob>> dropped;
+  std::lock_guard lock(mutex_);
+  open_ = false;
+  dropped.swap(delivered_);
+}
+
+}  // namespace coring::detail

@@ -1,0 +1,63 @@
+// Completions handed to a scheduler from other threads (the offload workers).
+//
+// A worker finishes a RemoteJob and deliver()s it; the scheduler thread runs job->finish() in
+// its loop. The wake-up is an eventfd that the scheduler reads through its own ring, so a
+// scheduler waiting in io_uring_enter wakes up like for any other I/O. The read is armed only
+// while some coroutine waits for a job (expect()/unexpect()), so that an abandoned job (a
+// resolve() that timed out) neither keeps the container alive nor counts as pending work in
+// deadlock detection. The inbox is shared with the jobs (shared_ptr): jobs delivered after
+// the scheduler ended are simply dropped.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "core/io_op.hpp"
+
+namespace coring::detail {
+
+class RemoteJob {
+ public:
+  virtual ~RemoteJob() = default;
+  // On the scheduler's thread, in its loop (not in a coroutine). The job is deleted after.
+  virtual void finish() = 0;
+};
+
+class RemoteInbox {
+ public:
+  RemoteInbox() = default;
+  ~RemoteInbox();
+  RemoteInbox(const RemoteInbox&) = delete;
+  RemoteInbox& operator=(const RemoteInbox&) = delete;
+
+  // Scheduler thread: a coroutine now waits for a job's finish(); arms the wake-up. False if no
+  // eventfd could be made (errno in *error).
+  bool expect(int* error);
+  // Scheduler thread: a waiting coroutine gave up (or was woken by finish()).
+  void unexpect() noexcept;
+  // Any thread.
+  void deliver(std::unique_ptr<RemoteJob> job);
+  // Scheduler thread, when the scheduler ends: later deliveries are dropped.
+  void close() noexcept;
+
+ private:
+  struct Reader : Completion {
+    RemoteInbox* inbox = nullptr;
+  };
+  static void on_wakeup(Completion* completion, int32_t result, uint32_t flags);
+  void arm() noexcept;
+  void drain();
+
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<RemoteJob>> delivered_;  // guarded by mutex_
+  bool open_ = true;                                  // guarded by mutex_
+  int eventfd_ = -1;
+  uint64_t counter_ = 0;  // the eventfd read's target
+  size_t expected_ = 0;
+  bool armed_ = false;
+  Reader reader_;
+};
+
+}  // namespace coring::detail

@@ -1,0 +1,97 @@
+#include "io/address.hpp"
+
+#include <arpa/inet.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "coring/coroutine.hpp"
+#include "coring/system.hpp"
+
+namespace coring::detail {
+
+bool parse_numeric_address(std::string_view host, uint16_t port, int family, SocketAddress* out) {
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  char text[INET6_ADDRSTRLEN + 1];
+  if (host.empty() || host.size() >= sizeof text) return false;
+  std::memcpy(text, host.data(), host.size());
+  text[host.size()] = '\0';
+  if (family != AF_INET6) {
+    auto* v4 = reinterpret_cast<sockaddr_in*>(&out->storage);
+    if (::inet_pton(AF_INET, text, &v4->sin_addr) == 1) {
+      v4->sin_family = AF_INET;
+      v4->sin_port = htons(port);
+      out->length = sizeof(sockaddr_in);
+      return true;
+    }
+  }
+  if (family != AF_INET) {
+    auto* v6 = reinterpret_cast<sockaddr_in6*>(&out->storage);
+    if (::inet_pton(AF_INET6, text, &v6->sin6_addr) == 1) {
+      v6->sin6_family = AF_INET6;
+      v6->sin6_port = htons(port);
+      out->length = sizeof(sockaddr_in6);
+      return true;
+    }
+  }
+  return false;
+}
+
+bool make_unix_address(std::string_view path, SocketAddress* out) {
+  auto* unix_address = reinterpret_cast<sockaddr_un*>(&out->storage);
+  if (path.empty() || path.size() >= sizeof unix_address->sun_path) return false;
+  unix_address->sun_family = AF_UNIX;
+  std::memcpy(unix_address->sun_path, path.data(), path.size());
+  if (path.front() == '@') {
+    unix_address->sun_path[0] = '\0';  // abstract namespace: no trailing NUL, exact length
+    out->length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
+  } else {
+    unix_address->sun_path[path.size()] = '\0';
+    out->length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
+  }
+  return true;
+}
+
+int resolve_address(std::string_view host, uint16_t port, int family, Duration timeout,
+                    SocketAddress* out) {
+  if (parse_numeric_address(host, port, family, out)) return 0;
+  std::vector<std::string> addresses = resolve(host, family, timeout);
+  if (addresses.empty()) {
+    int error = last_error().value();
+    return error != 0 ? error : ENXIO;
+  }
+  return parse_numeric_address(addresses.front(), port, family, out) ? 0 : ENXIO;
+}
+
+std::string format_host(const sockaddr* address, socklen_t length, uint16_t* port) {
+  char text[INET6_ADDRSTRLEN];
+  if (port != nullptr) *port = 0;
+  switch (address->sa_family) {
+    case AF_INET: {
+      auto* v4 = reinterpret_cast<const sockaddr_in*>(address);
+      if (port != nullptr) *port = ntohs(v4->sin_port);
+      return ::inet_ntop(AF_INET, &v4->sin_addr, text, sizeof text) ? text : "";
+    }
+    case AF_INET6: {
+      auto* v6 = reinterpret_cast<const sockaddr_in6*>(address);
+      if (port != nullptr) *port = ntohs(v6->sin6_port);
+      return ::inet_ntop(AF_INET6, &v6->sin6_addr, text, sizeof text) ? text : "";
+    }
+    case AF_UNIX: {
+      auto* unix_address = reinterpret_cast<const sockaddr_un*>(address);
+      size_t offset = offsetof(sockaddr_un, sun_path);
+      if (length <= offset) return "";
+      size_t size = length - offset;
+      if (unix_address->sun_path[0] == '\0') {  // abstract
+        return "@" + std::string(unix_address->sun_path + 1, size - 1);
+      }
+      return std::string(unix_address->sun_path, strnlen(unix_address->sun_path, size));
+    }
+    default:
+      return "";
+  }
+}
+
+}  // namespace coring::detail
