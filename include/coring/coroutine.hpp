@@ -34,6 +34,7 @@
 
 #include "coring/common.hpp"
 #include "coring/detail/callable.hpp"
+#include "coring/detail/switch.hpp"
 
 namespace coring {
 
@@ -138,6 +139,25 @@ long create(F&& fn, Args&&... args) {
     auto bound = detail::bind_arguments(std::forward<F>(fn), std::forward<Args>(args)...);
     return detail::spawn(detail::callable_ops<decltype(bound)>(), std::addressof(bound));
   }
+}
+
+inline bool resume(long cid) {
+#if CORING_DETAIL_INLINE_SWITCH
+  detail::SwitchPlan plan = detail::prepare_resume(cid);
+  if (plan.to_context != nullptr) detail::complete_switch(plan);
+  return plan.ok;
+#else
+  return detail::resume_out_of_line(cid);
+#endif
+}
+
+inline void this_coroutine::yield() {
+#if CORING_DETAIL_INLINE_SWITCH
+  detail::SwitchPlan plan = detail::prepare_yield();
+  if (plan.to_context != nullptr) detail::complete_switch(plan);
+#else
+  detail::yield_out_of_line();
+#endif
 }
 
 template <class F>

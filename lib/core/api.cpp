@@ -104,6 +104,17 @@ long add_timer(Duration d, bool repeat, std::shared_ptr<TimerCallback> callback)
 
 }  // namespace detail
 
+// The library's end of the inline jump in coring/detail/switch.hpp: callers jump here (never
+// call), and this jumps on to Boost.Context, so they need no link to Boost themselves.
+asm(R"(
+  .text
+  .globl coring_jump_context
+  .type coring_jump_context, @function
+coring_jump_context:
+  jmp jump_fcontext@PLT
+  .size coring_jump_context, .-coring_jump_context
+)");
+
 using detail::Coroutine;
 using detail::JoinNode;
 using detail::Scheduler;
@@ -112,21 +123,81 @@ using detail::running_coroutine;
 using detail::set_last_error;
 using detail::tls_scheduler;
 
-bool resume(long cid) {
+namespace detail {
+
+// Checks resume(cid) and records why it cannot happen. Null when it cannot.
+static Coroutine* resumable(long cid) {
   Scheduler* s = tls_scheduler;
-  if (s == nullptr || s->running() == nullptr) return detail::outside(false);
+  if (s == nullptr || s->running() == nullptr) return outside<Coroutine*>(nullptr);
   Coroutine* target = s->find(cid);
   if (target == nullptr) {
     set_last_error(ESRCH);
-    return false;
+    return nullptr;
   }
-  if (target->wait_kind != detail::WaitKind::yield || target->state != detail::State::suspended) {
+  if (target->wait_kind != WaitKind::yield || target->state != State::suspended) {
     set_last_error(EINVAL);
-    return false;
+    return nullptr;
   }
-  s->resume(target);
+  return target;
+}
+
+static Coroutine* yieldable() {
+  Scheduler* s = tls_scheduler;
+  Coroutine* self = s == nullptr ? nullptr : s->running();
+  if (self == nullptr) {
+    log_format(LogLevel::warning, "yield: called outside a coroutine");
+    set_last_error(EPERM);
+    return nullptr;
+  }
+  if (self->unwinding) throw_forced_unwind();
+  return self;
+}
+
+SwitchPlan prepare_resume(long cid) {
+  Coroutine* target = resumable(cid);
+  if (target == nullptr) return SwitchPlan{nullptr, nullptr, false};
+#if CORING_ASAN
+  tls_scheduler->resume(target);  // the sanitizer must see the switch: do it here
+  return SwitchPlan{nullptr, nullptr, true};
+#else
+  return tls_scheduler->plan_resume(target);
+#endif
+}
+
+bool resume_out_of_line(long cid) {
+  Coroutine* target = resumable(cid);
+  if (target == nullptr) return false;
+  tls_scheduler->resume(target);
   return true;
 }
+
+SwitchPlan prepare_yield() {
+  Coroutine* self = yieldable();
+  if (self == nullptr) return SwitchPlan{nullptr, nullptr, false};
+  self->wait_kind = WaitKind::yield;
+#if CORING_ASAN
+  tls_scheduler->suspend();
+  self->wait_kind = WaitKind::none;
+  if (self->unwinding) throw_forced_unwind();
+  return SwitchPlan{nullptr, self, true};
+#else
+  // resume() (or the deadlock unwinder) resets wait_kind before switching back to us.
+  return tls_scheduler->plan_suspend(self);
+#endif
+}
+
+void yield_out_of_line() {
+  if (yieldable() == nullptr) return;
+  tls_scheduler->yield_running();
+}
+
+void land_after_death(CoroutineHead* previous) noexcept {
+  tls_scheduler->recycle(static_cast<Coroutine*>(previous));
+}
+
+void throw_unwind() { throw_forced_unwind(); }
+
+}  // namespace detail
 
 bool cancel(long cid) {
   Scheduler* s = tls_scheduler;
@@ -238,16 +309,6 @@ long id() {
 long parent_id() {
   Coroutine* c = running_coroutine();
   return c == nullptr ? -1 : c->parent_id;
-}
-
-void yield() {
-  Scheduler* s = tls_scheduler;
-  if (s == nullptr || s->running() == nullptr) {
-    log_format(LogLevel::warning, "yield: called outside a coroutine");
-    set_last_error(EPERM);
-    return;
-  }
-  s->yield_running();
 }
 
 bool sleep(Duration d) {

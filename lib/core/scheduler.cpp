@@ -300,6 +300,7 @@ void Scheduler::unwind_deadlocked() {
   for (Coroutine* c : stuck) {
     c->unwinding = true;
     if (c->wait_kind == WaitKind::yield) {
+      c->wait_kind = WaitKind::none;
       make_ready(c);
     } else if (c->wait_kind == WaitKind::wait && c->wait != nullptr && !c->wait->aborted) {
       c->wait->aborted = true;

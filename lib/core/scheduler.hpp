@@ -69,8 +69,6 @@ struct WaitContext {
   bool aborted = false;
 };
 
-enum class State : uint8_t { ready, running, suspended, dead };
-
 enum class WaitKind : uint8_t {
   none,   // running, ready, or suspended in create()/resume() waiting for its callee
   yield,  // this_coroutine::yield(): only resume() ends it
@@ -91,13 +89,12 @@ struct JoinNode {
 // not a std::exception, so that catch (const std::exception&) does not swallow it.
 struct ForcedUnwind {};
 
-struct Coroutine {
-  fcontext_t context = nullptr;
+// CoroutineHead (context, state, unwinding) comes first: the inline half of yield()/resume()
+// in coring/detail/switch.hpp reads it through the same pointers.
+struct Coroutine : CoroutineHead {
   Coroutine* return_to = nullptr;
   Coroutine* next_ready = nullptr;
-  State state = State::suspended;
   WaitKind wait_kind = WaitKind::none;
-  bool unwinding = false;
   bool cancelled = false;  // the most recent wait was ended by cancel()
   long id = -1;
   long parent_id = -1;
@@ -176,6 +173,26 @@ class Scheduler {
     ++ready_num_;
   }
 
+  // The bookkeeping of a switch away from the running coroutine `self`, up to the jump, which
+  // the caller then makes (inline, see coring/detail/switch.hpp). No context when it need not
+  // switch.
+  SwitchPlan plan_suspend(Coroutine* self) noexcept {
+    if (self->state == State::running) self->state = State::suspended;
+    Coroutine* next = pick_next(self);
+    if (next == self) {
+      self->state = State::running;
+      return SwitchPlan{nullptr, self, true};
+    }
+    return plan_switch(self, next);
+  }
+  SwitchPlan plan_resume(Coroutine* target) noexcept {
+    Coroutine* self = current_;
+    target->wait_kind = WaitKind::none;
+    target->return_to = self;
+    self->state = State::suspended;
+    return plan_switch(self, target);
+  }
+
   // Suspends the running coroutine until resume(); see this_coroutine::yield.
   void yield_running() {
     Coroutine* self = current_;
@@ -221,6 +238,8 @@ class Scheduler {
   friend void coroutine_entry(transfer_t from);
   struct UserTimer;
 
+  friend void land_after_death(CoroutineHead* previous) noexcept;
+
   Coroutine* pick_next(Coroutine* self) noexcept {
     if (Coroutine* next = self->return_to) {
       self->return_to = nullptr;
@@ -239,6 +258,13 @@ class Scheduler {
     if (ready_head_ == nullptr) ready_tail_ = nullptr;
     --ready_num_;
     return c;
+  }
+
+  SwitchPlan plan_switch(Coroutine* from, Coroutine* to) noexcept {
+    current_ = to;
+    to->state = State::running;
+    ++switches_;
+    return SwitchPlan{to->context, from, true};
   }
 
   void switch_to(Coroutine* from, Coroutine* to) {
@@ -272,8 +298,11 @@ class Scheduler {
   }
 
   [[noreturn]] void finish(Coroutine* self);
-  static void fire_user_timer(TimerNode* node);
+ public:
   void recycle(Coroutine* c) noexcept;
+
+ private:
+  static void fire_user_timer(TimerNode* node);
   void loop();
   void poll(bool may_block);
   void fire_timers(int64_t now);
