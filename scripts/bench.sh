@@ -58,7 +58,8 @@ bin=$BUILD_DIR/bench
 # Build
 
 build_all() {
-  local log=$BUILD_DIR.bench-build.log
+  local log=$BUILD_DIR/bench-build.log
+  mkdir -p "$BUILD_DIR"
   # werror off: the test builds enforce warnings; a new -O3-only false positive of the compiler
   # (g++ 12's -Wrestrict, for one) must not stop a measurement. Warnings stay in the log.
   local options=(-Dbuildtype=release -Db_lto="$LTO" -Dwerror=false -Dtests=false
@@ -188,7 +189,12 @@ for section in $SECTIONS; do
 done
 
 echo "bench: building into $BUILD_DIR (release, LTO $LTO)" >&2
-build_all || { echo "bench: build failed" >&2; exit 1; }
+if ! build_all; then
+  [[ $LTO == true ]] || { echo "bench: build failed" >&2; exit 1; }
+  echo "bench: the LTO build failed; building without LTO" >&2
+  LTO=false
+  build_all || { echo "bench: build failed" >&2; exit 1; }
+fi
 
 stamp=$(date -u +%Y%m%d-%H%M%S)
 bench_init "$BUILD_DIR/bench-results/run-$stamp"

@@ -152,8 +152,8 @@ bench_table_header() {
 #   CHECKS       "-" (information only) or a comma-separated list, all of which must hold:
 #                ratio>=X, ratio<=X, value<=X, value<X (value is coring's median)
 #   GOAL_TEXT    the goal as the table shows it
-#   NOTE_KEY, NOTE_SUFFIX  an extra figure shown after the peer's value, e.g. go:yield_switch
-#                "/switch" gives "113 (56.6/switch)"
+#   NOTE_KEY, NOTE_SUFFIX  an extra figure (its median) shown after the peer's value, e.g.
+#                go:yield_switch "/switch" gives "113 (110..120); 56.6/switch"
 bench_row() {
   local figure=$1 coring_key=$2 peer_name=$3 peer_key=$4 ratio_kind=$5 checks=$6 goal=$7
   local note_key=${8:-} note_suffix=${9:-}
@@ -163,7 +163,7 @@ bench_row() {
   [[ $coring_key != - ]] && coring_cell=$(bench_cell "$coring_key")
   [[ $peer_key != - ]] && peer_cell=$(bench_cell "$peer_key")
   if [[ -n $note_key && -n ${BENCH_MED[$note_key]:-} ]]; then
-    peer_cell+=" ($(bench_num "${BENCH_MED[$note_key]}")$note_suffix)"
+    peer_cell+="; $(bench_num "${BENCH_MED[$note_key]}")$note_suffix"
   fi
   [[ $peer_name == - ]] && peer_name=""
   local ratio=""
