@@ -24,6 +24,7 @@
 #include <memory>
 #include <new>
 #include <optional>
+#include <type_traits>
 #include <utility>
 
 #include "coring/common.hpp"
@@ -54,9 +55,9 @@ class Channel {
     if (buffer_ != nullptr) std::allocator<T>().deallocate(buffer_, capacity_);
   }
 
-  bool push(T&& v, Duration timeout = kForever) { return push_value(&v, true, timeout); }
+  bool push(T&& v, Duration timeout = kForever) { return push_value<true>(&v, timeout); }
   bool push(const T& v, Duration timeout = kForever) {
-    return push_value(const_cast<T*>(&v), false, timeout);
+    return push_value<false>(const_cast<T*>(&v), timeout);
   }
 
   std::optional<T> pop(Duration timeout = kForever) {
@@ -118,14 +119,17 @@ class Channel {
     }
   }
 
-  bool push_value(T* value, bool movable, Duration timeout) {
+  // kMove: the caller passed T&& (move from *value on success); else const T& (copy). A
+  // template parameter, not a run-time flag, so that a move-only T compiles.
+  template <bool kMove>
+  bool push_value(T* value, Duration timeout) {
     if (closed_) {
       error_ = ChannelError::closed;
       return false;
     }
     if (detail::Waiter* consumer = consumers_.front()) {
       auto* slot = static_cast<std::optional<T>*>(consumer->slot);
-      if (movable) {
+      if constexpr (kMove) {
         slot->emplace(std::move(*value));
       } else {
         slot->emplace(*value);
@@ -134,7 +138,7 @@ class Channel {
       return true;
     }
     if (count_ < capacity_) {
-      if (movable) {
+      if constexpr (kMove) {
         ::new (buffer_ + index(count_)) T(std::move(*value));
       } else {
         ::new (buffer_ + index(count_)) T(*value);
@@ -144,7 +148,7 @@ class Channel {
     }
     detail::Waiter waiter;
     waiter.slot = value;
-    waiter.flags = movable ? 0 : kCopyValue;
+    waiter.flags = kMove ? 0 : kCopyValue;
     int result = detail::park(producers_, waiter, timeout);
     if (result == detail::kWaitOk) return true;
     if (result != detail::kWaitDestroyed) error_ = to_error(result);
@@ -153,7 +157,9 @@ class Channel {
 
   static T take(detail::Waiter& producer) {
     T* value = static_cast<T*>(producer.slot);
-    if (producer.flags & kCopyValue) return T(*value);
+    if constexpr (std::is_copy_constructible_v<T>) {
+      if (producer.flags & kCopyValue) return T(*value);
+    }
     return T(std::move(*value));
   }
 
