@@ -20,9 +20,13 @@
 // - A suspended coroutine that waits on something records it in `wait` (a WaitContext on its
 //   own stack) so that cancel() and the deadlock unwinder can end the wait; the CQE or timer
 //   that would have ended it finds it already ended and does nothing.
+// - The C++ exception-handling state (caught exceptions, uncaught count) is per coroutine:
+//   every switch (switch_to() and plan_switch() alike) saves the thread's into the coroutine it
+//   leaves and loads the one it enters (EhState).
 #pragma once
 
 #include <absl/container/flat_hash_map.h>
+#include <cxxabi.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -85,6 +89,22 @@ struct JoinNode {
   JoinWait* wait = nullptr;
 };
 
+// The C++ runtime's exception-handling state (the Itanium ABI's __cxa_eh_globals: the stack of
+// exceptions being handled and the count of exceptions in flight) is per thread, but it belongs
+// to each coroutine: one that waits inside a catch block, or in a destructor during unwinding,
+// must find its own state when it resumes, or `throw;` rethrows another coroutine's exception
+// and leaving a handler frees an exception that another coroutine still uses. Every switch saves
+// the thread's copy into the coroutine it leaves and loads that of the one it enters.
+struct EhState {
+  void* caught_exceptions = nullptr;
+  unsigned int uncaught_exceptions = 0;
+};
+static_assert(sizeof(EhState) == 2 * sizeof(void*), "mirrors __cxa_eh_globals (no ARM EHABI)");
+
+inline EhState* thread_eh_state() noexcept {
+  return reinterpret_cast<EhState*>(abi::__cxa_get_globals());
+}
+
 // Thrown from a wait to unwind a coroutine that the deadlock detector gave up on. Deliberately
 // not a std::exception, so that catch (const std::exception&) does not swallow it.
 struct ForcedUnwind {};
@@ -105,6 +125,7 @@ struct Coroutine : CoroutineHead {
   std::vector<std::unique_ptr<Task>>* defers = nullptr;
   JoinNode* joiners = nullptr;
   std::error_code last_error;
+  EhState eh;  // its exception-handling state, saved while it does not run
 #if CORING_ASAN
   void* asan_fake_stack = nullptr;
   const void* asan_stack_bottom = nullptr;
@@ -264,13 +285,20 @@ class Scheduler {
     current_ = to;
     to->state = State::running;
     ++switches_;
+    swap_eh_state(from, to);
     return SwitchPlan{to->context, from, true};
+  }
+
+  void swap_eh_state(Coroutine* from, Coroutine* to) noexcept {
+    from->eh = *eh_state_;
+    *eh_state_ = to->eh;
   }
 
   void switch_to(Coroutine* from, Coroutine* to) {
     current_ = to;
     to->state = State::running;
     ++switches_;
+    swap_eh_state(from, to);
 #if CORING_ASAN
     __sanitizer_start_switch_fiber(from->state == State::dead ? nullptr : &from->asan_fake_stack,
                                    to->asan_stack_bottom, to->asan_stack_size);
@@ -312,6 +340,7 @@ class Scheduler {
   void remove_signal_stack();
 
   RunOptions options_;
+  EhState* eh_state_ = thread_eh_state();  // this thread's; a scheduler never changes threads
   Coroutine hub_;
   Coroutine* current_ = &hub_;
   Coroutine* ready_head_ = nullptr;
