@@ -85,7 +85,9 @@ std::string format_host(const sockaddr* address, socklen_t length, uint16_t* por
       if (length <= offset) return "";
       size_t size = length - offset;
       if (unix_address->sun_path[0] == '\0') {  // abstract
-        return "@" + std::string(unix_address->sun_path + 1, size - 1);
+        std::string name(1, '@');
+        name.append(unix_address->sun_path + 1, size - 1);
+        return name;
       }
       return std::string(unix_address->sun_path, strnlen(unix_address->sun_path, size));
     }
