@@ -122,7 +122,8 @@ micro_rows() {
     fiber:create_join faster - "(info)"
   local wait="create + WaitGroup wait, ns per coroutine"
   bench_row "$wait" coring:create_wait "Go spawn+wait" go:spawn_wait faster - "(info)"
-  local chan="unbuffered Channel<long> ping-pong, ns per round trip"
+  # shellcheck disable=SC2016  # backticks: a markdown code span, not a command
+  local chan='unbuffered `Channel<long>` ping-pong, ns per round trip'
   bench_row "$chan" coring:chan_rt "Go unbuffered chan" go:chan_rt faster "ratio>=3" "≥ 3x faster"
   bench_row "$chan" coring:chan_rt "Boost.Fiber unbuffered_channel" fiber:chan_rt faster - "(info)"
   bench_row "the same with a 1 s timeout on every pop, ns per round trip" coring:chan_timeout_rt \
