@@ -1,0 +1,211 @@
+// Helpers shared by the doctest suites.
+//
+// - run_in_child(fn): forks, runs fn in the child with stderr going to a pipe, and returns the
+//   child's wait status and everything it wrote to stderr. For behaviour that must end the
+//   process (stack overflow, an exception escaping a coroutine) or that needs a process-wide
+//   setting we cannot undo (a seccomp filter).
+// - LogCapture: routes coring's log into a vector for the lifetime of the object, then restores
+//   the default sink (stderr) and the level it found.
+// - Counted: bumps a counter when destroyed, to count unwound locals.
+// - sanitized(): true in the ASan+UBSan build (scripts/test.sh also sets CORING_SANITIZED=1).
+#pragma once
+
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <coring/log.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace coring_test {
+
+inline bool sanitized() {
+#if defined(__SANITIZE_ADDRESS__)
+  return true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  return true;
+#endif
+#endif
+  const char* flag = std::getenv("CORING_SANITIZED");
+  return flag != nullptr && std::string_view(flag) == "1";
+}
+
+struct ChildResult {
+  int status = 0;      // as from waitpid()
+  std::string output;  // everything the child wrote to stderr or stdout
+
+  bool exited() const { return WIFEXITED(status); }
+  int exit_code() const { return WIFEXITED(status) ? WEXITSTATUS(status) : -1; }
+  bool signaled() const { return WIFSIGNALED(status); }
+  int signal() const { return WIFSIGNALED(status) ? WTERMSIG(status) : 0; }
+  std::string describe() const {
+    std::string text = signaled() ? "killed by signal " + std::to_string(signal())
+                       : exited() ? "exited with status " + std::to_string(exit_code())
+                                  : "status " + std::to_string(status);
+    return text + "; stderr:\n" + output;
+  }
+};
+
+// Runs fn() in a forked child whose stderr (and stdout) is captured. The child exits with status 0
+// when fn returns, 99 when it throws; it gets an alarm so that a hang fails the test instead of
+// blocking the suite, and no core dump so that an expected crash stays cheap.
+template <class F>
+ChildResult run_in_child(F&& fn, unsigned timeout_seconds = 20) {
+  ChildResult result;
+  int fds[2];
+  if (::pipe(fds) != 0) {
+    result.status = -1;
+    result.output = std::string("pipe: ") + std::strerror(errno);
+    return result;
+  }
+  std::fflush(stdout);
+  std::fflush(stderr);
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    result.status = -1;
+    result.output = std::string("fork: ") + std::strerror(errno);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return result;
+  }
+  if (pid == 0) {
+    // stdout too: nothing the child prints may pass for the parent's doctest report.
+    ::dup2(fds[1], STDOUT_FILENO);
+    ::dup2(fds[1], STDERR_FILENO);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    rlimit no_core{0, 0};
+    ::setrlimit(RLIMIT_CORE, &no_core);
+    ::alarm(timeout_seconds);
+    // doctest's crash handler would report an expected abort as a failed test case.
+    ::signal(SIGABRT, SIG_DFL);
+    coring::set_log_sink({});
+    coring::set_log_level(coring::LogLevel::info);
+    try {
+      fn();
+    } catch (...) {
+      ::_exit(99);
+    }
+    std::fflush(stderr);
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  char buffer[4096];
+  for (;;) {
+    ssize_t n = ::read(fds[0], buffer, sizeof buffer);
+    if (n > 0) {
+      result.output.append(buffer, static_cast<size_t>(n));
+    } else if (n == 0 || errno != EINTR) {
+      break;
+    }
+  }
+  ::close(fds[0]);
+  while (::waitpid(pid, &result.status, 0) < 0 && errno == EINTR) {
+  }
+  return result;
+}
+
+// Writes one line to stderr with a single write(2): how a child reports what it saw.
+inline void child_report(const std::string& line) {
+  std::string text = line + "\n";
+  ssize_t ignored = ::write(STDERR_FILENO, text.data(), text.size());
+  (void)ignored;
+}
+
+inline std::vector<std::string> split_lines(std::string_view text) {
+  std::vector<std::string> lines;
+  while (!text.empty()) {
+    size_t end = text.find('\n');
+    if (end == std::string_view::npos) end = text.size();
+    lines.emplace_back(text.substr(0, end));
+    text.remove_prefix(end == text.size() ? end : end + 1);
+  }
+  return lines;
+}
+
+struct LogRecord {
+  coring::LogLevel level;
+  long cid;
+  std::string message;
+};
+
+class LogCapture {
+ public:
+  explicit LogCapture(coring::LogLevel level = coring::LogLevel::debug)
+      : previous_level_(coring::log_level()) {
+    coring::set_log_level(level);
+    coring::set_log_sink([this](coring::LogLevel lvl, long cid, std::string_view message) {
+      records_.push_back({lvl, cid, std::string(message)});
+    });
+  }
+  ~LogCapture() {
+    coring::set_log_sink({});
+    coring::set_log_level(previous_level_);
+  }
+  LogCapture(const LogCapture&) = delete;
+  LogCapture& operator=(const LogCapture&) = delete;
+
+  const std::vector<LogRecord>& records() const { return records_; }
+
+  // How many records at `level` contain `text`.
+  size_t count(coring::LogLevel level, std::string_view text) const {
+    size_t n = 0;
+    for (const LogRecord& r : records_) {
+      if (r.level == level && r.message.find(text) != std::string::npos) ++n;
+    }
+    return n;
+  }
+  // How many records at `level` are exactly `text`.
+  size_t count_exact(coring::LogLevel level, std::string_view text) const {
+    size_t n = 0;
+    for (const LogRecord& r : records_) n += r.level == level && r.message == text;
+    return n;
+  }
+  size_t count_at(coring::LogLevel level) const {
+    size_t n = 0;
+    for (const LogRecord& r : records_) n += r.level == level;
+    return n;
+  }
+  std::string dump() const {
+    std::string text;
+    for (const LogRecord& r : records_) {
+      text += std::string(coring::log_level_name(r.level)) + " cid=" + std::to_string(r.cid) + " " +
+              r.message + "\n";
+    }
+    return text;
+  }
+
+ private:
+  coring::LogLevel previous_level_;
+  std::vector<LogRecord> records_;
+};
+
+// Counts its own destruction.
+class Counted {
+ public:
+  explicit Counted(int* counter) : counter_(counter) {}
+  Counted(const Counted&) = delete;
+  Counted& operator=(const Counted&) = delete;
+  ~Counted() { ++*counter_; }
+
+ private:
+  int* counter_;
+};
+
+using Clock = std::chrono::steady_clock;
+
+inline std::chrono::milliseconds elapsed_ms(Clock::time_point since) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since);
+}
+
+}  // namespace coring_test
