@@ -68,6 +68,36 @@ TEST_CASE("unbuffered: pop waits until a push brings a value") {
         std::vector<std::string>{"pop:start", "main:before-push", "main:pushed", "pop:got hello"});
 }
 
+TEST_CASE("a waiting push of a const value hands over a copy and keeps the original") {
+  std::string kept_unbuffered, kept_buffered;
+  std::vector<std::string> popped;
+  int rc = Co::run([&] {
+    Co::Channel<std::string> unbuffered(0);
+    Co::Channel<std::string> full(1);
+    CHECK(full.push(std::string("first")));
+    long a = Co::create([&] {
+      const std::string value(40, 'u');  // long enough to live on the heap
+      CHECK(unbuffered.push(value));     // waits: no consumer yet
+      kept_unbuffered = value;
+    });
+    long b = Co::create([&] {
+      const std::string value(40, 'b');
+      CHECK(full.push(value));  // waits: no room yet
+      kept_buffered = value;
+    });
+    CHECK(unbuffered.producer_num() == 1);
+    CHECK(full.producer_num() == 1);
+    popped.push_back(unbuffered.pop().value_or("none"));
+    popped.push_back(full.pop().value_or("none"));  // "first"; b's copy joins the queue
+    popped.push_back(full.pop().value_or("none"));
+    CHECK(Co::join({a, b}));
+  });
+  CHECK(rc == 0);
+  CHECK(popped == std::vector<std::string>{std::string(40, 'u'), "first", std::string(40, 'b')});
+  CHECK(kept_unbuffered == std::string(40, 'u'));
+  CHECK(kept_buffered == std::string(40, 'b'));
+}
+
 TEST_CASE("buffered: capacity, size, full, empty, FIFO order") {
   int rc = Co::run([&] {
     Co::Channel<int> ch(3);

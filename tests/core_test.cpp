@@ -846,6 +846,25 @@ TEST_CASE("deadlock: a coroutine that swallows the unwinding and waits again is 
         1);
 }
 
+TEST_CASE("deadlock: a defer that waits during the unwinding is cut short, the others run") {
+  LogCapture logs;
+  int first = 0, before_wait = 0, after_wait = 0;
+  Co::Channel<int> ch(0);
+  int rc = Co::run([&] {
+    Co::this_coroutine::defer([&] { ++first; });
+    Co::this_coroutine::defer([&] {
+      ++before_wait;
+      Co::this_coroutine::sleep(1ms);
+      ++after_wait;
+    });
+    ch.pop();
+  });
+  CHECK(rc == -1);
+  CHECK(before_wait == 1);
+  CHECK(after_wait == 0);
+  CHECK(first == 1);
+}
+
 TEST_CASE("deadlock: not reported while a timer or a sleeping coroutine can still wake others") {
   LogCapture logs;
   int got = 0;

@@ -14,7 +14,10 @@
 //   deadlock it logs "all coroutines (count: N) are asleep - deadlock!" and unwinds the stuck
 //   coroutines (their pending wait throws an internal exception that is not a std::exception),
 //   so their destructors and defers run. A coroutine that swallows that exception with
-//   catch (...) and waits again is unwound again.
+//   catch (...) and waits again is unwound again. A destructor that waits while its coroutine
+//   is being unwound this way ends the program (std::terminate: the unwinding exception would
+//   leave a destructor), so destructors should not wait; a defer that waits is cut short at
+//   that wait, and the defers registered before it still run.
 // - create() returns -1 with EPERM outside a container, EAGAIN past RunOptions::max_coroutines,
 //   ENOMEM when no stack can be mapped (vm.max_map_count reached with guard pages: see
 //   RunOptions::stack_guard), and E2BIG when the function object does not fit on the stack.
