@@ -664,13 +664,15 @@ TEST_CASE("limits: create fails with EAGAIN past max_coroutines") {
   int rc = Co::run(
       [&] {
         Co::Channel<int> gate(0);
-        CHECK(Co::create([&] { gate.pop(); }) > 0);
-        CHECK(Co::create([&] { gate.pop(); }) > 0);
+        long a = Co::create([&] { gate.pop(); });
+        long b = Co::create([&] { gate.pop(); });
+        CHECK(a > 0);
+        CHECK(b > 0);
         CHECK(Co::stats().coroutine_num == 3);
         refused = Co::create([] {});
         error = Co::last_error();
         gate.close();
-        Co::this_coroutine::sleep(1ms);  // both children end
+        CHECK(Co::join({a, b}));  // both children end: room again
         after_room = Co::create([] {});
       },
       options);

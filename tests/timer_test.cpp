@@ -63,18 +63,21 @@ TEST_CASE("after: fires once, in a new coroutine, with its own timer id") {
   bool cleared_after_firing = true;
   int rc = Co::run([&] {
     main_id = Co::this_coroutine::id();
+    Co::Channel<int> done(1);
     timer = Co::after(10ms, [&](long id) {
       ++fired;
       seen_timer = id;
       cid = Co::this_coroutine::id();
       parent = Co::this_coroutine::parent_id();
       CHECK(Co::this_coroutine::sleep(1ms));  // it is a coroutine: it may wait
+      done.push(0);
     });
     CHECK(timer > 0);
-    CHECK(Co::this_coroutine::sleep(50ms));
+    CHECK(done.pop(5s).has_value());
     CHECK(fired == 1);
     cleared_after_firing = Co::clear(timer);  // already fired: nothing to clear
   });
+  // run() returned, so nothing stayed armed: the timer did not re-arm itself.
   CHECK(rc == 0);
   CHECK(fired == 1);
   CHECK(seen_timer == timer);
