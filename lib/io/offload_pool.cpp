@@ -32,7 +32,9 @@ class WorkerPool {
   void submit(std::unique_ptr<Task> work) {
     std::unique_lock lock(mutex_);
     queue_.push_back(std::move(work));
-    if (idle_ == 0 && threads_ < max_threads_) {
+    // An idle worker that was notified but has not woken yet still counts in idle_, so compare
+    // with the queue: every queued job beyond the idle workers needs a thread of its own.
+    if (queue_.size() > static_cast<size_t>(idle_) && threads_ < max_threads_) {
       ++threads_;
       try {
         std::thread([this] { work_loop(); }).detach();
