@@ -271,6 +271,9 @@ ssize_t failed(SocketCore* core, int32_t result) {
 
 // recv() without the packet buffer. Returns bytes, 0 at end of stream, or -1 (error set).
 ssize_t receive(SocketCore* core, Call& call, void* buffer, size_t size, Duration timeout) {
+  // close() from another coroutine during a looping call (recv_all, recv_packet) whose previous
+  // read completed before the cancellation landed: stop instead of reading again.
+  if (core->closed) return failed(core, -ECANCELED);
   if (timeout <= Duration::zero() || io_strategy() == IoStrategy::try_first) {
     ssize_t n = ::recv(core->fd, buffer, size, MSG_DONTWAIT);
     if (n >= 0) return n;
@@ -284,6 +287,7 @@ ssize_t receive(SocketCore* core, Call& call, void* buffer, size_t size, Duratio
 }
 
 ssize_t transmit(SocketCore* core, Call& call, const void* data, size_t size, Duration timeout) {
+  if (core->closed) return failed(core, -ECANCELED);  // as in receive()
   if (timeout <= Duration::zero() || io_strategy() != IoStrategy::ring) {
     ssize_t n = ::send(core->fd, data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n >= 0) return n;
