@@ -57,6 +57,11 @@ template <class R>
 struct OffloadResult {
   std::optional<R> value;
 };
+template <class R>
+requires std::is_reference_v<R>
+struct OffloadResult<R> {  // fn returns a reference: keep the address of what it refers to
+  std::remove_reference_t<R>* value = nullptr;
+};
 template <>
 struct OffloadResult<void> {};
 
@@ -71,6 +76,9 @@ std::invoke_result_t<F&> offload(F&& fn) {
     try {
       if constexpr (std::is_void_v<R>) {
         fn();
+      } else if constexpr (std::is_reference_v<R>) {
+        R&& reference = fn();
+        result.value = std::addressof(reference);
       } else {
         result.value.emplace(fn());
       }
@@ -81,7 +89,11 @@ std::invoke_result_t<F&> offload(F&& fn) {
   detail::TaskFor<decltype(body)&> task(body);
   detail::run_offloaded(task);
   if (error) std::rethrow_exception(error);
-  if constexpr (!std::is_void_v<R>) return std::move(*result.value);
+  if constexpr (std::is_reference_v<R>) {
+    return static_cast<R>(*result.value);
+  } else if constexpr (!std::is_void_v<R>) {
+    return std::move(*result.value);
+  }
 }
 
 }  // namespace coring
