@@ -16,7 +16,8 @@
 //   descriptor only after they have all woken, so a recycled fd number can never receive data
 //   meant for this socket. Every call after close() fails with EBADF.
 // - ECONNREFUSED, ECONNRESET, EPIPE, EHOSTUNREACH...: what the kernel said. SIGPIPE never kills
-//   the process (it is ignored once a container starts, and sends use MSG_NOSIGNAL).
+//   the process: every send uses MSG_NOSIGNAL, so a write to a closed peer fails with EPIPE
+//   (the process's SIGPIPE disposition is left as the application set it).
 // - recv() returns 0 when the peer closed its side.
 // - EMSGSIZE: recv_packet() met a packet larger than Protocol::package_max_length; the socket
 //   is unusable for reading after that (the stream cannot be re-synchronised).
