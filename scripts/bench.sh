@@ -197,6 +197,7 @@ if ! build_all; then
   build_all || { echo "bench: build failed" >&2; exit 1; }
 fi
 
+load_before=$(cut -d' ' -f1 /proc/loadavg)  # other work on the machine skews everything
 stamp=$(date -u +%Y%m%d-%H%M%S)
 bench_init "$BUILD_DIR/bench-results/run-$stamp"
 for section in $SECTIONS; do
@@ -225,7 +226,7 @@ table=$BENCH_OUT/table.md
   echo "coring benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC'); $(uname -sr) $(uname -m); CPU:" \
     "${cpu_model:-unknown} ($(nproc) CPUs); g++ $(g++ -dumpfullversion), ${go_version:-no go}," \
     "Boost ${boost_version:-?}; release build, LTO $LTO; pinned to CPU $BENCH_CPU; median of" \
-    "$ROUNDS round(s) (min..max)"
+    "$ROUNDS round(s) (min..max); load average before the run: $load_before"
   echo
   bench_table_header
   for section in $SECTIONS; do "${section}_rows"; done
