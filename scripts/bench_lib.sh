@@ -54,7 +54,7 @@ bench_step() {
   shift 3
   local log="$BENCH_OUT/logs/r$BENCH_ROUND.${label//[^A-Za-z0-9_.-]/_}"
   local start=$SECONDS status
-  timeout -k 5 "$limit" taskset -c "$cpus" "$@" >"$log.out" 2>"$log.err"
+  timeout -k 5 "$limit" taskset -c "$cpus" "$@" </dev/null >"$log.out" 2>"$log.err"
   status=$?
   awk -F'\t' -v r="$BENCH_ROUND" 'NF >= 5 && $1 == "RESULT" {
       print r "\t" $2 "\t" $3 "\t" $4 "\t" $5 }' "$log.out" >>"$BENCH_RAW"
