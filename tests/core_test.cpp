@@ -867,6 +867,38 @@ TEST_CASE("deadlock: a defer that waits during the unwinding is cut short, the o
   CHECK(first == 1);
 }
 
+TEST_CASE("deadlock: a destructor that waits during the unwinding fails at once, no terminate") {
+  LogCapture logs;
+  Co::Channel<int> ch(0);
+  int destructor_ran = 0, sleep_failed = 0, pop_failed = 0;
+  std::error_code sleep_error;
+  struct WaitsInDestructor {
+    int* ran;
+    int* sleep_failed;
+    int* pop_failed;
+    std::error_code* sleep_error;
+    Co::Channel<int>* ch;
+    ~WaitsInDestructor() {
+      ++*ran;
+      if (!Co::this_coroutine::sleep(1ms)) {
+        ++*sleep_failed;
+        *sleep_error = Co::last_error();
+      }
+      if (!ch->pop(1s)) ++*pop_failed;
+    }
+  };
+  int rc = Co::run([&] {
+    WaitsInDestructor guard{&destructor_ran, &sleep_failed, &pop_failed, &sleep_error, &ch};
+    ch.pop();
+  });
+  CHECK(rc == -1);
+  CHECK(destructor_ran == 1);
+  CHECK(sleep_failed == 1);
+  CHECK(sleep_error == std::errc::operation_canceled);
+  CHECK(pop_failed == 1);
+  CHECK(ch.consumer_num() == 0);
+}
+
 TEST_CASE("deadlock: not reported while a timer or a sleeping coroutine can still wake others") {
   LogCapture logs;
   int got = 0;

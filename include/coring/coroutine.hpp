@@ -15,9 +15,9 @@
 //   coroutines (their pending wait throws an internal exception that is not a std::exception),
 //   so their destructors and defers run. A coroutine that swallows that exception with
 //   catch (...) and waits again is unwound again. A destructor that waits while its coroutine
-//   is being unwound this way ends the program (std::terminate: the unwinding exception would
-//   leave a destructor), so destructors should not wait; a defer that waits is cut short at
-//   that wait, and the defers registered before it still run.
+//   is being unwound (an exception is in flight, so a second one would end the program) does
+//   not throw: its wait fails at once with ECANCELED. A defer that waits is cut short at that
+//   wait, and the defers registered before it still run.
 // - create() returns -1 with EPERM outside a container, EAGAIN past RunOptions::max_coroutines,
 //   ENOMEM when no stack can be mapped (vm.max_map_count reached with guard pages: see
 //   RunOptions::stack_guard), and E2BIG when the function object does not fit on the stack.
@@ -100,8 +100,8 @@ struct Stats {
   size_t stacks_mapped = 0;       // stacks carved so far (in use + pooled)
   unsigned ring_setup_flags = 0;  // the io_uring setup flags the kernel accepted
 };
-Stats stats();               // all zero outside a container
-std::vector<long> list();    // ids of the coroutines alive in this thread's container
+Stats stats();             // all zero outside a container
+std::vector<long> list();  // ids of the coroutines alive in this thread's container
 std::error_code last_error();
 
 namespace this_coroutine {
@@ -130,7 +130,9 @@ void add_defer(std::unique_ptr<Task> task);
 
 template <class F>
 int run(F&& main, const RunOptions& options) {
-  return detail::run_container(detail::callable_ops<F>(), const_cast<void*>(static_cast<const void*>(std::addressof(main))), options);
+  return detail::run_container(detail::callable_ops<F>(),
+                               const_cast<void*>(static_cast<const void*>(std::addressof(main))),
+                               options);
 }
 
 template <class F, class... Args>

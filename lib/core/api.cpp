@@ -17,7 +17,9 @@ struct SleepWait : WaitContext, TimerNode {
   Coroutine* self = nullptr;
 };
 
-void sleep_fire(TimerNode* node) { tls_scheduler->make_ready(static_cast<SleepWait*>(node)->self); }
+void sleep_fire(TimerNode* node) {
+  tls_scheduler->make_ready(static_cast<SleepWait*>(node)->self);
+}
 
 void sleep_abort(WaitContext* context) {
   auto* wait = static_cast<SleepWait*>(context);
@@ -33,7 +35,9 @@ void join_end(JoinWait* wait, int result) {
   tls_scheduler->make_ready(wait->self);
 }
 
-void join_fire(TimerNode* node) { join_end(static_cast<JoinWait*>(node), ETIMEDOUT); }
+void join_fire(TimerNode* node) {
+  join_end(static_cast<JoinWait*>(node), ETIMEDOUT);
+}
 void join_abort(WaitContext* context) {
   auto* wait = static_cast<JoinWait*>(context);
   tls_scheduler->disarm(*wait);
@@ -58,7 +62,9 @@ void set_last_error(int error_number) noexcept {
   }
 }
 
-bool in_coroutine() noexcept { return running_coroutine() != nullptr; }
+bool in_coroutine() noexcept {
+  return running_coroutine() != nullptr;
+}
 
 int run_container(const CallableOps& ops, void* fn, const RunOptions& options) {
   if (tls_scheduler != nullptr) {
@@ -117,9 +123,9 @@ coring_jump_context:
 
 using detail::Coroutine;
 using detail::JoinNode;
-using detail::Scheduler;
 using detail::log_format;
 using detail::running_coroutine;
+using detail::Scheduler;
 using detail::set_last_error;
 using detail::tls_scheduler;
 
@@ -149,7 +155,7 @@ static Coroutine* yieldable() {
     set_last_error(EPERM);
     return nullptr;
   }
-  if (self->unwinding) throw_forced_unwind();
+  if (refuse_wait_when_unwinding(self)) return nullptr;
   return self;
 }
 
@@ -178,7 +184,7 @@ SwitchPlan prepare_yield() {
 #if CORING_ASAN
   tls_scheduler->suspend();
   self->wait_kind = WaitKind::none;
-  if (self->unwinding) throw_forced_unwind();
+  unwind_after_wait(self);
   return SwitchPlan{nullptr, self, true};
 #else
   // resume() (or the deadlock unwinder) resets wait_kind before switching back to us.
@@ -195,7 +201,9 @@ void land_after_death(CoroutineHead* previous) noexcept {
   tls_scheduler->recycle(static_cast<Coroutine*>(previous));
 }
 
-void throw_unwind() { throw_forced_unwind(); }
+void unwind_after_switch() {
+  unwind_after_wait(tls_scheduler->running());
+}
 
 }  // namespace detail
 
@@ -223,7 +231,7 @@ bool join(std::span<const long> cids, Duration timeout) {
   Scheduler* s = tls_scheduler;
   Coroutine* self = running_coroutine();
   if (self == nullptr) return detail::outside(false);
-  if (self->unwinding) detail::throw_forced_unwind();
+  if (detail::refuse_wait_when_unwinding(self)) return false;
   detail::JoinWait wait;
   wait.self = self;
   for (long cid : cids) {
@@ -262,7 +270,7 @@ bool join(std::span<const long> cids, Duration timeout) {
   self->wait = nullptr;
   self->wait_kind = detail::WaitKind::none;
   s->disarm(wait);
-  if (self->unwinding) detail::throw_forced_unwind();
+  detail::unwind_after_wait(self);
   if (wait.result != 0) {
     set_last_error(wait.result);
     return false;
@@ -315,12 +323,12 @@ bool sleep(Duration d) {
   Scheduler* s = tls_scheduler;
   Coroutine* self = running_coroutine();
   if (self == nullptr) return detail::outside(false);
-  if (self->unwinding) detail::throw_forced_unwind();
+  if (detail::refuse_wait_when_unwinding(self)) return false;
   self->cancelled = false;
   if (d <= Duration::zero()) {
     s->make_ready(self);
     s->suspend();
-    if (self->unwinding) detail::throw_forced_unwind();
+    detail::unwind_after_wait(self);
     return true;
   }
   detail::SleepWait wait;
@@ -335,8 +343,8 @@ bool sleep(Duration d) {
   self->wait = nullptr;
   self->wait_kind = detail::WaitKind::none;
   s->disarm(wait);
-  if (self->unwinding) detail::throw_forced_unwind();
-  if (self->cancelled) {
+  detail::unwind_after_wait(self);
+  if (self->cancelled || self->unwinding) {
     set_last_error(ECANCELED);
     return false;
   }

@@ -65,7 +65,7 @@ int32_t wait_io(IoOp& op, int64_t deadline_ns) {
   self->wait = nullptr;
   self->wait_kind = WaitKind::none;
   s->disarm(wait);
-  if (self->unwinding) throw_forced_unwind();
+  unwind_after_wait(self);
   if (op.result == -ECANCELED && op.cancel_reason != 0) return -op.cancel_reason;
   if (op.result == -EINTR && op.cancel_reason != 0) return -op.cancel_reason;
   return op.result;

@@ -30,6 +30,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <system_error>
 #include <vector>
@@ -140,8 +141,27 @@ int64_t monotonic_ns() noexcept;
 // now + d, saturating: kForever (or any huge d) becomes "never".
 int64_t deadline_after(int64_t now, Duration d) noexcept;
 
-[[noreturn]] inline void throw_forced_unwind() { throw ForcedUnwind{}; }
+[[noreturn]] inline void throw_forced_unwind() {
+  throw ForcedUnwind{};
+}
 
+// A coroutine marked for unwinding (after a deadlock) must not wait again. Called before a
+// wait: throws ForcedUnwind, or, when an exception is already in flight in this coroutine (a
+// destructor or defer running during the unwinding, where a second exception would end the
+// program), records ECANCELED and returns true: the wait then fails at once.
+inline bool refuse_wait_when_unwinding(const CoroutineHead* self) {
+  if (!self->unwinding) [[likely]]
+    return false;
+  if (std::uncaught_exceptions() == 0) throw_forced_unwind();
+  set_last_error(ECANCELED);
+  return true;
+}
+
+// Called after a wait: throws ForcedUnwind if the unwinder ended it and throwing is safe.
+inline void unwind_after_wait(const CoroutineHead* self) {
+  if (self->unwinding && std::uncaught_exceptions() == 0) [[unlikely]]
+    throw_forced_unwind();
+}
 
 class Scheduler {
  public:
@@ -217,11 +237,11 @@ class Scheduler {
   // Suspends the running coroutine until resume(); see this_coroutine::yield.
   void yield_running() {
     Coroutine* self = current_;
-    if (self->unwinding) throw_forced_unwind();
+    if (refuse_wait_when_unwinding(self)) return;
     self->wait_kind = WaitKind::yield;
     suspend();
     self->wait_kind = WaitKind::none;
-    if (self->unwinding) [[unlikely]] throw_forced_unwind();
+    unwind_after_wait(self);
   }
 
   // Switches to `target` (suspended in yield) now; returns when it waits or ends.
@@ -326,6 +346,7 @@ class Scheduler {
   }
 
   [[noreturn]] void finish(Coroutine* self);
+
  public:
   void recycle(Coroutine* c) noexcept;
 

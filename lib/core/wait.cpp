@@ -1,8 +1,9 @@
 // park()/wake(): the waiting primitive under channels, wait groups, mutexes and pools.
+#include "coring/detail/wait.hpp"
+
 #include <cerrno>
 
 #include "core/scheduler.hpp"
-#include "coring/detail/wait.hpp"
 
 namespace coring::detail {
 namespace {
@@ -21,7 +22,9 @@ void end_park(ParkWait* park, int result) {
   tls_scheduler->make_ready(park->self);
 }
 
-void park_fire(TimerNode* node) { end_park(static_cast<ParkWait*>(node), ETIMEDOUT); }
+void park_fire(TimerNode* node) {
+  end_park(static_cast<ParkWait*>(node), ETIMEDOUT);
+}
 
 void park_abort(WaitContext* context) {
   auto* park = static_cast<ParkWait*>(context);
@@ -42,7 +45,7 @@ int park(WaitList& list, Waiter& w, Duration timeout, Cancellable cancellable) {
     set_last_error(ETIMEDOUT);
     return ETIMEDOUT;
   }
-  if (self->unwinding) throw_forced_unwind();
+  if (refuse_wait_when_unwinding(self)) return ECANCELED;
   self->cancelled = false;
   w.coroutine = self;
   w.result = kWaitOk;
@@ -63,7 +66,7 @@ int park(WaitList& list, Waiter& w, Duration timeout, Cancellable cancellable) {
   self->wait = nullptr;
   self->wait_kind = WaitKind::none;
   s->disarm(park);
-  if (self->unwinding) throw_forced_unwind();
+  unwind_after_wait(self);
   if (w.result == ETIMEDOUT || w.result == ECANCELED) set_last_error(w.result);
   return w.result;
 }

@@ -102,7 +102,8 @@ bool ends_with_label(std::string_view host, std::string_view suffix) {
   std::string tail(host.substr(host.size() - suffix.size()));
   std::transform(tail.begin(), tail.end(), tail.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return tail == suffix && (host.size() == suffix.size() || host[host.size() - suffix.size() - 1] == '.');
+  return tail == suffix &&
+         (host.size() == suffix.size() || host[host.size() - suffix.size() - 1] == '.');
 }
 
 int map_gai_error(int code) {
@@ -190,7 +191,9 @@ void give_up(ResolveWait* wait, bool timed_out) {
   tls_scheduler->make_ready(wait->self);
 }
 
-void resolve_deadline(TimerNode* node) { give_up(static_cast<ResolveWait*>(node), true); }
+void resolve_deadline(TimerNode* node) {
+  give_up(static_cast<ResolveWait*>(node), true);
+}
 void resolve_abort(WaitContext* context) {
   auto* wait = static_cast<ResolveWait*>(context);
   tls_scheduler->disarm(*wait);
@@ -239,7 +242,7 @@ std::vector<std::string> resolve(std::string_view host, int family, Duration tim
     return answer.addresses;
   }
   if (timeout <= Duration::zero()) return fail(ETIMEDOUT);
-  if (self->unwinding) throw_forced_unwind();
+  if (refuse_wait_when_unwinding(self)) return {};
   int error = 0;
   if (!s->inbox()->expect(&error)) return fail(error);
 
@@ -268,7 +271,7 @@ std::vector<std::string> resolve(std::string_view host, int family, Duration tim
   self->wait_kind = WaitKind::none;
   s->disarm(wait);
   s->inbox()->unexpect();
-  if (self->unwinding) throw_forced_unwind();
+  unwind_after_wait(self);
   if (!wait.answered) return fail(wait.timed_out ? ETIMEDOUT : ECANCELED);
   if (wait.answer.error != 0) return fail(wait.answer.error);
   return std::move(wait.answer.addresses);

@@ -60,7 +60,8 @@ void yield_out_of_line();
 bool resume_out_of_line(long cid);
 // Landing after a switch from a coroutine that has just ended: recycles its stack.
 void land_after_death(CoroutineHead* previous) noexcept;
-[[noreturn]] void throw_unwind();
+// After the switch back to a coroutine marked for unwinding: throws unless that is unsafe.
+void unwind_after_switch();
 
 #if CORING_DETAIL_INLINE_SWITCH
 
@@ -106,8 +107,9 @@ inline __attribute__((always_inline)) void complete_switch(const SwitchPlan& pla
   } else {
     previous->context = from.context;
   }
-  if (plan.self->unwinding) [[unlikely]]
-    throw_unwind();
+  if (plan.self->unwinding) [[unlikely]] {
+    unwind_after_switch();
+  }
 }
 
 #endif
