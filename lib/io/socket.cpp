@@ -44,10 +44,11 @@ struct SocketCore {
   Socket::Type type = Socket::Type::tcp;
   int error = 0;
   const char* error_text = nullptr;
-  bool closed = false;       // close() was called: new calls fail with EBADF
-  bool owned = true;         // a Socket object still refers to this core
-  bool read_broken = false;  // after EMSGSIZE the stream cannot be re-synchronised
-  int active = 0;            // coroutines inside a call on this socket
+  bool closed = false;        // close() was called: new calls fail with EBADF
+  bool owned = true;          // a Socket object still refers to this core
+  bool read_broken = false;   // after EMSGSIZE the stream cannot be re-synchronised
+  bool more_to_read = false;  // the last recv left data in the socket (IORING_CQE_F_SOCK_NONEMPTY)
+  int active = 0;             // coroutines inside a call on this socket
   long reader_cid = 0;
   long writer_cid = 0;
   IoOp* read_op = nullptr;
@@ -87,6 +88,14 @@ IoStrategy io_strategy() {
   return strategy;
 }
 
+bool poll_first_enabled() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("CORING_POLL_FIRST");
+    return value == nullptr || std::strcmp(value, "0") != 0;
+  }();
+  return enabled;
+}
+
 int family_of(Socket::Type type) {
   switch (type) {
     case Socket::Type::tcp:
@@ -113,7 +122,9 @@ int socktype_of(Socket::Type type) {
   }
 }
 
-bool is_tcp(Socket::Type type) { return type == Socket::Type::tcp || type == Socket::Type::tcp6; }
+bool is_tcp(Socket::Type type) {
+  return type == Socket::Type::tcp || type == Socket::Type::tcp6;
+}
 bool is_unix(Socket::Type type) {
   return type == Socket::Type::unix_stream || type == Socket::Type::unix_dgram;
 }
@@ -203,13 +214,17 @@ class Call {
       IoOp*& pending;
       ~Clear() { pending = nullptr; }
     } clear{pending};
-    return wait_io(op, deadline);
+    int32_t result = wait_io(op, deadline);
+    cqe_flags_ = op.cqe_flags;
+    return result;
   }
+  uint32_t cqe_flags() const noexcept { return cqe_flags_; }
 
  private:
   SocketCore* core_;
   bool reading_;
   bool bound_ = false;
+  uint32_t cqe_flags_ = 0;
 };
 
 void configure_new_socket(SocketCore* core) {
@@ -282,7 +297,11 @@ ssize_t receive(SocketCore* core, Call& call, void* buffer, size_t size, Duratio
   }
   int32_t result = call.ring(deadline_for(timeout), [&](io_uring_sqe* sqe) {
     io_uring_prep_recv(sqe, core->fd, buffer, size, 0);
+    // When the last recv emptied the socket, the next one usually finds nothing yet (request
+    // and response traffic): go straight to waiting instead of trying a recv that fails first.
+    if (!core->more_to_read && poll_first_enabled()) sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
   });
+  core->more_to_read = (call.cqe_flags() & IORING_CQE_F_SOCK_NONEMPTY) != 0;
   return result < 0 ? failed(core, result) : result;
 }
 
@@ -359,7 +378,9 @@ Socket::Socket(detail::AdoptedTag, int fd, Type type) : core_(new SocketCore) {
   core_->write_timeout = Duration(detail::g_default_write_ns.load(std::memory_order_relaxed));
 }
 
-Socket::Socket(Socket&& other) noexcept : core_(other.core_) { other.core_ = nullptr; }
+Socket::Socket(Socket&& other) noexcept : core_(other.core_) {
+  other.core_ = nullptr;
+}
 
 Socket& Socket::operator=(Socket&& other) noexcept {
   if (this != &other) {
@@ -494,7 +515,8 @@ std::optional<Socket> Socket::accept(Duration timeout) {
   }
   // Accepted sockets are non-blocking (SOCK_NONBLOCK) and inherit TCP_NODELAY from the
   // listener, so adopting one costs no syscall.
-  std::optional<Socket> accepted(std::in_place, detail::AdoptedTag{}, static_cast<int>(fd), core->type);
+  std::optional<Socket> accepted(std::in_place, detail::AdoptedTag{}, static_cast<int>(fd),
+                                 core->type);
   accepted->core_->connect_timeout = core->connect_timeout;
   accepted->core_->read_timeout = core->read_timeout;
   accepted->core_->write_timeout = core->write_timeout;
@@ -615,7 +637,8 @@ std::optional<std::string_view> Socket::recv_packet(Duration timeout) {
       core->eof_scan_from = core->end >= eof.size() - 1 ? core->end - (eof.size() - 1) : 0;
       if (available >= max_length) return oversize();
     } else if (core->framing == 2) {
-      size_t header = core->protocol.length_offset + detail::length_field_size(core->protocol.length_type);
+      size_t header =
+          core->protocol.length_offset + detail::length_field_size(core->protocol.length_type);
       if (available >= header) {
         uint64_t body = detail::decode_length(
             reinterpret_cast<const unsigned char*>(core->buffer.data() + core->begin +
@@ -647,13 +670,15 @@ std::optional<std::string_view> Socket::recv_packet(Duration timeout) {
     size_t target = std::max<size_t>(wanted, available + 4096);
     if (core->framing == 1) target = std::max(target, std::min(max_length, available * 2));
     target = std::min(std::max(target, size_t{8192}), max_length + 4096);
-    if (core->buffer.size() < target) core->buffer.resize(std::max(target, core->buffer.size() * 2));
+    if (core->buffer.size() < target)
+      core->buffer.resize(std::max(target, core->buffer.size() * 2));
     ssize_t n = detail::receive(core, call, core->buffer.data() + core->end,
                                 core->buffer.size() - core->end, detail::remaining(deadline));
     if (n < 0) return std::nullopt;
     if (n == 0) {
       if (available > 0) {
-        detail::set_error(core, ECONNRESET, "the peer closed the connection in the middle of a packet");
+        detail::set_error(core, ECONNRESET,
+                          "the peer closed the connection in the middle of a packet");
         return std::nullopt;
       }
       core->error = 0;
@@ -708,10 +733,9 @@ ssize_t Socket::recvfrom(void* buffer, size_t size, std::string* host, uint16_t*
   message.msg_namelen = sizeof from.storage;
   message.msg_iov = &vector;
   message.msg_iovlen = 1;
-  int32_t result = call.ring(detail::deadline_for(detail::pick(timeout, core->read_timeout)),
-                             [&](io_uring_sqe* sqe) {
-                               io_uring_prep_recvmsg(sqe, core->fd, &message, 0);
-                             });
+  int32_t result =
+      call.ring(detail::deadline_for(detail::pick(timeout, core->read_timeout)),
+                [&](io_uring_sqe* sqe) { io_uring_prep_recvmsg(sqe, core->fd, &message, 0); });
   if (result < 0) return detail::failed(core, result);
   uint16_t from_port = 0;
   std::string from_host = message.msg_namelen > 0
@@ -842,7 +866,9 @@ bool Socket::set_linger(bool on, int seconds) {
 
 // ---- queries -----------------------------------------------------------------------------------
 
-int Socket::fd() const noexcept { return core_ != nullptr && !core_->closed ? core_->fd : -1; }
+int Socket::fd() const noexcept {
+  return core_ != nullptr && !core_->closed ? core_->fd : -1;
+}
 
 Socket::Type Socket::type() const noexcept {
   return core_ != nullptr ? core_->type : Type::tcp;
