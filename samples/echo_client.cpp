@@ -2,9 +2,8 @@
 // and checks it, R times; then prints round trips per second.
 //
 //   echo_client --port 7000 [--host 127.0.0.1] [--conns 10] [--size 64] [--rounds 1000]
-#include <coring/coring.hpp>
-
 #include <chrono>
+#include <coring/coring.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>

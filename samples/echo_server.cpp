@@ -4,7 +4,6 @@
 //
 // Prints "listening on HOST:PORT" once it accepts connections; runs until killed.
 #include <coring/coring.hpp>
-
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>

@@ -52,18 +52,25 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string option = argv[i];
     double value = std::atof(argv[i + 1]);
-    if (option == "--port") port = int(value);
-    else if (option == "--conns") connections = int(value);
-    else if (option == "--size") size = size_t(value);
-    else if (option == "--warmup") warmup = value;
-    else if (option == "--seconds") seconds = value;
+    if (option == "--port")
+      port = int(value);
+    else if (option == "--conns")
+      connections = int(value);
+    else if (option == "--size")
+      size = size_t(value);
+    else if (option == "--warmup")
+      warmup = value;
+    else if (option == "--seconds")
+      seconds = value;
     else {
       std::fprintf(stderr, "echo_load: unknown option %s\n", option.c_str());
       return 2;
     }
   }
   if (port <= 0 || connections <= 0 || size == 0 || size > 65536) {
-    std::fprintf(stderr, "usage: echo_load --port P [--conns N] [--size BYTES] [--warmup S] [--seconds S]\n");
+    std::fprintf(
+        stderr,
+        "usage: echo_load --port P [--conns N] [--size BYTES] [--warmup S] [--seconds S]\n");
     return 2;
   }
 
@@ -159,8 +166,8 @@ int main(int argc, char** argv) {
     return latency_us.size();
   };
   double elapsed = double(now - measured_since) / 1e9;
-  std::printf("conns=%d size=%zu round_trips_per_s=%.0f p50_us=%zu p99_us=%zu\n", connections,
-              size, double(measured) / elapsed, percentile(0.50), percentile(0.99));
+  std::printf("conns=%d size=%zu round_trips_per_s=%.0f p50_us=%zu p99_us=%zu\n", connections, size,
+              double(measured) / elapsed, percentile(0.50), percentile(0.99));
   for (auto& c : pool) close(c.fd);
   return 0;
 }

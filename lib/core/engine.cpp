@@ -97,8 +97,7 @@ void Engine::submit_and_wait(int64_t timeout_ns) {
   }
   // ETIME: the timeout passed (a timer is due); EINTR: a signal; EBUSY: the completion queue
   // overflowed and must be reaped first. All are handled by reaping and looping.
-  if (result < 0 && result != -ETIME && result != -EINTR && result != -EBUSY &&
-      result != -EAGAIN) {
+  if (result < 0 && result != -ETIME && result != -EINTR && result != -EBUSY && result != -EAGAIN) {
     log_format(LogLevel::error, "io_uring_enter failed: %s", std::strerror(-result));
   }
 }

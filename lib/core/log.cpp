@@ -1,3 +1,5 @@
+#include "coring/log.hpp"
+
 #include <time.h>
 #include <unistd.h>
 
@@ -9,7 +11,6 @@
 
 #include "core/logging.hpp"
 #include "coring/coroutine.hpp"
-#include "coring/log.hpp"
 
 namespace coring {
 namespace {
@@ -103,7 +104,8 @@ void log(LogLevel level, std::string_view message) {
 namespace detail {
 
 bool log_enabled(LogLevel level) noexcept {
-  return level != LogLevel::none && static_cast<int>(level) >= g_level.load(std::memory_order_relaxed);
+  return level != LogLevel::none &&
+         static_cast<int>(level) >= g_level.load(std::memory_order_relaxed);
 }
 
 void log_format(LogLevel level, const char* format, ...) {

@@ -52,7 +52,7 @@ class RemoteInbox {
 
   std::mutex mutex_;
   std::vector<std::unique_ptr<RemoteJob>> delivered_;  // guarded by mutex_
-  bool open_ = true;                                  // guarded by mutex_
+  bool open_ = true;                                   // guarded by mutex_
   int eventfd_ = -1;
   uint64_t counter_ = 0;  // the eventfd read's target
   size_t expected_ = 0;

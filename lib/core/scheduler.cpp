@@ -17,7 +17,8 @@
 
 namespace coring::detail {
 
-thread_local constinit Scheduler* tls_scheduler __attribute__((tls_model("initial-exec"))) = nullptr;
+thread_local constinit Scheduler* tls_scheduler __attribute__((tls_model("initial-exec"))) =
+    nullptr;
 
 namespace {
 
@@ -65,8 +66,8 @@ void coroutine_entry(transfer_t from) {
                e.what());
     std::terminate();
   } catch (...) {
-    log_format(LogLevel::error, "coroutine#%ld exited with an uncaught exception (not a std::exception)",
-               self->id);
+    log_format(LogLevel::error,
+               "coroutine#%ld exited with an uncaught exception (not a std::exception)", self->id);
     std::terminate();
   }
   if (auto* defers = self->defers) {
@@ -140,8 +141,7 @@ int Scheduler::run(const CallableOps& ops, void* fn) {
 long Scheduler::spawn(const CallableOps& ops, void* fn) {
   if (coroutine_num_ >= options_.max_coroutines) {
     set_last_error(EAGAIN);
-    log_format(LogLevel::warning, "create: max_coroutines (%zu) reached",
-               options_.max_coroutines);
+    log_format(LogLevel::warning, "create: max_coroutines (%zu) reached", options_.max_coroutines);
     return -1;
   }
   char* base = stacks_.acquire();
@@ -150,10 +150,9 @@ long Scheduler::spawn(const CallableOps& ops, void* fn) {
     log_format(LogLevel::warning,
                "create: cannot map a coroutine stack (%zu alive, %zu stacks mapped)%s",
                coroutine_num_, stacks_.mapped_count(),
-               options_.stack_guard
-                   ? "; guard pages cost two kernel mappings per stack: raise "
-                     "vm.max_map_count or run with RunOptions::stack_guard = false"
-                   : "");
+               options_.stack_guard ? "; guard pages cost two kernel mappings per stack: raise "
+                                      "vm.max_map_count or run with RunOptions::stack_guard = false"
+                                    : "");
     return -1;
   }
   size_t stack_size = stacks_.stack_size();
@@ -163,14 +162,15 @@ long Scheduler::spawn(const CallableOps& ops, void* fn) {
 #endif
   char* top = base + stack_size;
   auto* c = ::new (align_down(top - sizeof(Coroutine), 64)) Coroutine;
-  char* callable = align_down(reinterpret_cast<char*>(c) - ops.size, std::max<size_t>(ops.align, 16));
+  char* callable =
+      align_down(reinterpret_cast<char*>(c) - ops.size, std::max<size_t>(ops.align, 16));
   if (callable < base + kMinimumFreeStack) {
     c->~Coroutine();
     stacks_.release(base);
     set_last_error(E2BIG);
     log_format(LogLevel::warning,
-               "create: the function object (%zu bytes) does not fit on a %zu-byte stack",
-               ops.size, stack_size);
+               "create: the function object (%zu bytes) does not fit on a %zu-byte stack", ops.size,
+               stack_size);
     return -1;
   }
   try {
@@ -289,8 +289,7 @@ void Scheduler::fire_timers(int64_t now) {
 }
 
 void Scheduler::unwind_deadlocked() {
-  log_format(LogLevel::error, "all coroutines (count: %zu) are asleep - deadlock!",
-             coroutine_num_);
+  log_format(LogLevel::error, "all coroutines (count: %zu) are asleep - deadlock!", coroutine_num_);
   deadlocked_ = true;
   std::vector<Coroutine*> stuck;
   stuck.reserve(coroutine_num_);

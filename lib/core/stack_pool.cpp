@@ -14,7 +14,9 @@ size_t page_size() {
   return size;
 }
 
-size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+size_t round_up(size_t n, size_t to) {
+  return (n + to - 1) / to * to;
+}
 
 // A guard larger than one page also catches a frame that jumps over a single page (a big local
 // array in a function without stack-clash probes). It costs address space only.

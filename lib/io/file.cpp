@@ -34,7 +34,8 @@ class FileApi {
       int fd = ::open(path, flags, mode);
       return fd < 0 ? -errno : fd;
     }
-    return ring_call([&](io_uring_sqe* sqe) { io_uring_prep_openat(sqe, AT_FDCWD, path, flags, mode); });
+    return ring_call(
+        [&](io_uring_sqe* sqe) { io_uring_prep_openat(sqe, AT_FDCWD, path, flags, mode); });
   }
   ssize_t read(int fd, char* buffer, size_t size, off_t offset) {
     if (!ring_) {
@@ -42,7 +43,8 @@ class FileApi {
       return n < 0 ? -errno : n;
     }
     return ring_call([&](io_uring_sqe* sqe) {
-      io_uring_prep_read(sqe, fd, buffer, static_cast<unsigned>(size), static_cast<uint64_t>(offset));
+      io_uring_prep_read(sqe, fd, buffer, static_cast<unsigned>(size),
+                         static_cast<uint64_t>(offset));
     });
   }
   ssize_t write(int fd, const char* data, size_t size, off_t offset) {
@@ -52,7 +54,8 @@ class FileApi {
     }
     return ring_call([&](io_uring_sqe* sqe) {
       // offset -1: the file position (O_APPEND files append there).
-      io_uring_prep_write(sqe, fd, data, static_cast<unsigned>(size), static_cast<uint64_t>(offset));
+      io_uring_prep_write(sqe, fd, data, static_cast<unsigned>(size),
+                          static_cast<uint64_t>(offset));
     });
   }
   int close(int fd) {
@@ -82,8 +85,8 @@ std::optional<std::string> read_file(const std::string& path) {
   size_t capacity = 64 * 1024;
   for (;;) {
     if (content.size() < size + capacity) content.resize(size + capacity);
-    ssize_t n = files.read(fd, content.data() + size, std::min(capacity, kChunk),
-                           static_cast<off_t>(size));
+    ssize_t n =
+        files.read(fd, content.data() + size, std::min(capacity, kChunk), static_cast<off_t>(size));
     if (n < 0) {
       files.close(fd);
       set_last_error(static_cast<int>(-n));

@@ -90,6 +90,8 @@ class WorkerPool {
 
 }  // namespace
 
-void submit_to_workers(std::unique_ptr<Task> work) { WorkerPool::instance().submit(std::move(work)); }
+void submit_to_workers(std::unique_ptr<Task> work) {
+  WorkerPool::instance().submit(std::move(work));
+}
 
 }  // namespace coring::detail
