@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <coring/coring.hpp>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -1002,4 +1003,58 @@ TEST_CASE("exceptions: a destructor that waits during unwinding does not leak it
   CHECK(in_main_meanwhile == 0);
   CHECK(in_destructor == 1);
   CHECK(caught == 1);
+}
+
+namespace {
+long resident_kib() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+}  // namespace
+
+TEST_CASE("stacks: a burst's pooled stacks are given back to the kernel once the container idles") {
+  constexpr int kBurst = 20'000;
+  constexpr size_t kTouched = 12 * 1024;  // per coroutine: ~240 MiB in all
+  Co::RunOptions options;
+  options.stack_size = 32 * 1024;
+  options.stack_guard = false;
+  options.max_coroutines = 100'000;
+  long peak_kib = 0, settled_kib = 0, before_kib = 0;
+  size_t pooled = 0;
+  int rc = Co::run(
+      [&] {
+        before_kib = resident_kib();
+        Co::WaitGroup all;
+        all.add(kBurst);
+        for (int i = 0; i < kBurst; ++i) {
+          Co::create([&] {
+            char scratch[kTouched];
+            for (size_t at = 0; at < kTouched; at += 512) scratch[at] = 1;
+            asm volatile("" : : "r"(scratch) : "memory");  // keep the writes
+            Co::this_coroutine::sleep(1ms);
+            all.done();
+          });
+        }
+        all.wait();
+        Co::this_coroutine::sleep(0ms);  // let the last ones end
+        peak_kib = resident_kib();
+        pooled = Co::stats().stacks_free;
+        // The pool is trimmed on idle passes once it has held the excess for a second.
+        auto deadline = Clock::now() + 10s;
+        do {
+          Co::this_coroutine::sleep(20ms);
+          settled_kib = resident_kib();
+        } while (settled_kib > before_kib + (peak_kib - before_kib) / 4 && Clock::now() < deadline);
+      },
+      options);
+  CHECK(rc == 0);
+  CHECK(pooled >= static_cast<size_t>(kBurst));
+  INFO("before " << before_kib << " KiB, peak " << peak_kib << " KiB, settled " << settled_kib
+                 << " KiB");
+  CHECK(peak_kib - before_kib > 150 * 1024);
+  CHECK(settled_kib < before_kib + (peak_kib - before_kib) / 4);
 }

@@ -242,3 +242,40 @@ TEST_CASE("ring_entries = 0: run() returns -1 with EINVAL and one ERROR line") {
   CHECK(Co::run([&] { ran = true; }) == 0);
   CHECK(ran);
 }
+
+TEST_CASE("SIGPIPE: a container ignores it unless the application installed a handler") {
+  // A plain write() to a pipe whose reader is gone: with SIGPIPE at its default the process
+  // would die; inside a container it must fail with EPIPE.
+  auto child = run_in_child([] {
+    ::signal(SIGPIPE, SIG_DFL);
+    Co::run([] {
+      int fds[2];
+      if (::pipe(fds) != 0) return;
+      ::close(fds[0]);
+      errno = 0;
+      ssize_t written = ::write(fds[1], "x", 1);
+      child_report(written < 0 && errno == EPIPE ? "RESULT EPIPE" : "RESULT other");
+      ::close(fds[1]);
+    });
+  });
+  INFO(child.describe());
+  CHECK(child.exited());
+  CHECK(contains(child.output, "RESULT EPIPE"));
+
+  // An application's own handler is kept.
+  auto handled = run_in_child([] {
+    static volatile sig_atomic_t caught = 0;
+    ::signal(SIGPIPE, [](int) { caught = 1; });
+    Co::run([] {
+      int fds[2];
+      if (::pipe(fds) != 0) return;
+      ::close(fds[0]);
+      ssize_t written = ::write(fds[1], "x", 1);
+      (void)written;
+      ::close(fds[1]);
+    });
+    child_report(caught ? "RESULT handler ran" : "RESULT handler replaced");
+  });
+  INFO(handled.describe());
+  CHECK(contains(handled.output, "RESULT handler ran"));
+}

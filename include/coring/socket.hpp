@@ -16,8 +16,8 @@
 //   descriptor only after they have all woken, so a recycled fd number can never receive data
 //   meant for this socket. Every call after close() fails with EBADF.
 // - ECONNREFUSED, ECONNRESET, EPIPE, EHOSTUNREACH...: what the kernel said. SIGPIPE never kills
-//   the process: every send uses MSG_NOSIGNAL, so a write to a closed peer fails with EPIPE
-//   (the process's SIGPIPE disposition is left as the application set it).
+//   the process: every send uses MSG_NOSIGNAL, and every container sets SIGPIPE to SIG_IGN
+//   when it starts if it is at its default (a handler the application installed is kept).
 // - recv() returns 0 when the peer closed its side.
 // - EMSGSIZE: recv_packet() met a packet larger than Protocol::package_max_length; the socket
 //   is unusable for reading after that (the stream cannot be re-synchronised).

@@ -1,6 +1,7 @@
 // Turns a coroutine stack overflow into a clear message instead of silent corruption: a guard
 // region below each stack faults, and this SIGSEGV handler (on an alternate signal stack, since
-// the coroutine's own stack is exhausted) names the coroutine and ends the program.
+// the coroutine's own stack is exhausted) names the coroutine and ends the program. Also the
+// process-wide SIGPIPE policy (ignored unless the application handles it).
 #include <signal.h>
 #include <unistd.h>
 
@@ -77,7 +78,16 @@ void on_fault(int signal_number, siginfo_t* info, void* context) {
 
 }  // namespace
 
-void install_overflow_handler() {
+void install_process_handlers() {
+  // A write to a closed pipe or socket must fail with EPIPE, not kill the process (writes that
+  // bypass MSG_NOSIGNAL: files opened on pipes, the application's own). Checked at every
+  // container start, since the application may reset it in between; its own handler is kept.
+  struct sigaction pipe_action {};
+  if (::sigaction(SIGPIPE, nullptr, &pipe_action) == 0 && pipe_action.sa_handler == SIG_DFL &&
+      !(pipe_action.sa_flags & SA_SIGINFO)) {
+    pipe_action.sa_handler = SIG_IGN;
+    ::sigaction(SIGPIPE, &pipe_action, nullptr);
+  }
   static std::once_flag once;
   std::call_once(once, [] {
     struct sigaction action {};

@@ -119,7 +119,7 @@ int Scheduler::run(const CallableOps& ops, void* fn) {
     set_last_error(-error);
     return -1;
   }
-  install_overflow_handler();
+  install_process_handlers();
   install_signal_stack();
   tls_scheduler = this;
   if (spawn(ops, fn) < 0) {  // spawn() recorded why in this thread's last_error()
@@ -262,7 +262,9 @@ void Scheduler::loop() {
       unwind_deadlocked();
       continue;
     }
-    stacks_.trim(kStacksKeptWhenIdle);
+    if (stacks_.free_count() > kStacksKeptWhenIdle) {
+      stacks_.trim(kStacksKeptWhenIdle, monotonic_ns());
+    }
     poll(true);
   }
 }

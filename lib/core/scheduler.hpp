@@ -405,7 +405,8 @@ inline Coroutine* running_coroutine() noexcept {
   return s == nullptr ? nullptr : s->running();
 }
 
-// Installs (once per process) the SIGSEGV handler that reports coroutine stack overflows.
-void install_overflow_handler();
+// At every container start: SIGPIPE ignored unless the application handles it; once per
+// process: the SIGSEGV handler that reports coroutine stack overflows.
+void install_process_handlers();
 
 }  // namespace coring::detail

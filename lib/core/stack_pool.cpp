@@ -68,11 +68,28 @@ char* StackPool::acquire() {
   return slot + guard_size_;
 }
 
-void StackPool::trim(size_t keep) {
-  if (free_.size() <= keep) return;
-  size_t end = free_.size() - keep;
-  for (size_t i = trimmed_; i < end; ++i) ::madvise(free_[i], stack_size_, MADV_DONTNEED);
-  trimmed_ = std::max(trimmed_, end);
+void StackPool::trim(size_t keep, int64_t now_ns) {
+  if (free_.size() <= keep) {
+    excess_since_ns_ = -1;
+    return;
+  }
+  if (excess_since_ns_ < 0) excess_since_ns_ = now_ns;
+  if (now_ns - excess_since_ns_ < 1'000'000'000 || free_.size() - keep <= trimmed_) return;
+  size_t end = std::min(free_.size() - keep, trimmed_ + kTrimBatch);
+  // Stacks freed by one burst mostly sit side by side in their slabs: sorted, they form long
+  // runs, each given back with one madvise. Adjacent slots leave no unmapped gap between them
+  // (a guard region is mapped, PROT_NONE), so a run is one valid range.
+  std::sort(free_.begin() + static_cast<ptrdiff_t>(trimmed_),
+            free_.begin() + static_cast<ptrdiff_t>(end));
+  size_t i = trimmed_;
+  while (i < end) {
+    char* first = free_[i];
+    char* last = first;
+    while (i + 1 < end && free_[i + 1] == last + slot_size_) last = free_[++i];
+    ::madvise(first, static_cast<size_t>(last - first) + stack_size_, MADV_DONTNEED);
+    ++i;
+  }
+  trimmed_ = end;
 }
 
 }  // namespace coring::detail

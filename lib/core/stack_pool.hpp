@@ -26,9 +26,13 @@ class StackPool {
   char* acquire();
   void release(char* base) { free_.push_back(base); }
 
-  // Gives the memory of pooled stacks beyond `keep` back to the kernel (MADV_DONTNEED).
-  // Called when the scheduler is idle, so a burst of coroutines does not pin its peak RSS.
-  void trim(size_t keep);
+  // Gives the memory of pooled stacks beyond the `keep` most recently used back to the kernel
+  // (MADV_DONTNEED), one call per run of adjacent stacks. Called when the scheduler is idle.
+  // So that a burst of coroutines does not pin its peak RSS, yet a burst that comes back soon
+  // finds its stacks ready, it starts once the pool has held more than `keep` for a second,
+  // and gives back at most kTrimBatch stacks per call, so that no single idle pass stalls.
+  void trim(size_t keep, int64_t now_ns);
+  static constexpr size_t kTrimBatch = 8192;
 
   size_t stack_size() const noexcept { return stack_size_; }
   size_t guard_size() const noexcept { return guard_size_; }
@@ -50,6 +54,7 @@ class StackPool {
   // already been given back to the kernel.
   std::vector<char*> free_;
   size_t trimmed_ = 0;
+  int64_t excess_since_ns_ = -1;  // when the pool last went beyond `keep`; -1: it is not
 };
 
 }  // namespace coring::detail
