@@ -10,7 +10,7 @@
 #
 # Knobs (environment):
 #   ROUNDS [3]           rounds; every figure is the median over them
-#   SECTIONS [micro scale]
+#   SECTIONS [micro scale echo]
 #   BUILD_DIR [build-release]   the build directory (results go to BUILD_DIR/bench-results/)
 #   LTO [true]           -Db_lto for coring and the C++ peers
 #   BENCH_CPU [0]        the CPU every measured program is pinned to (taskset -c)
@@ -19,6 +19,8 @@
 #   SCALE_N [1000000]    coroutines (and goroutines) of the scale section
 #   WARMUP [1]           0: skip the uncounted warm-up round (round 0) of the sections that
 #                        have one
+#   ECHO_SECS [2]        measured seconds per echo run (after 0.5 s of warm-up)
+#   ECHO_CONFIGS ["100x64 1000x64 100x512 1000x512"]   connections x message bytes
 #
 # Method: each measured program runs alone, pinned to BENCH_CPU, under timeout(1). Within a
 # round the programs of a section alternate between coring and its peers, in reverse order on
@@ -42,7 +44,7 @@ root=$PWD
 source scripts/bench_lib.sh
 
 ROUNDS=${ROUNDS:-3}
-SECTIONS=${SECTIONS:-micro scale}
+SECTIONS=${SECTIONS:-micro scale echo}
 BUILD_DIR=${BUILD_DIR:-build-release}
 LTO=${LTO:-true}
 BENCH_CPU=${BENCH_CPU:-0}
@@ -50,6 +52,8 @@ MIN_TIME=${MIN_TIME:-0.5}
 PEER_SCALE=${PEER_SCALE:-1}
 SCALE_N=${SCALE_N:-1000000}
 WARMUP=${WARMUP:-1}
+ECHO_SECS=${ECHO_SECS:-2}
+ECHO_CONFIGS=${ECHO_CONFIGS:-100x64 1000x64 100x512 1000x512}
 
 [[ $BUILD_DIR == /* ]] || BUILD_DIR=$root/$BUILD_DIR
 bin=$BUILD_DIR/bench
@@ -63,13 +67,14 @@ build_all() {
   # werror off: the test builds enforce warnings; a new -O3-only false positive of the compiler
   # (g++ 12's -Wrestrict, for one) must not stop a measurement. Warnings stay in the log.
   local options=(-Dbuildtype=release -Db_lto="$LTO" -Dwerror=false -Dtests=false
-    -Dsamples=false -Dbenchmarks=true)
+    -Dsamples=true -Dbenchmarks=true)
   if [[ -f $BUILD_DIR/build.ninja ]]; then
     meson configure "$BUILD_DIR" "${options[@]}" >"$log" 2>&1
   else
     meson setup "$BUILD_DIR" "${options[@]}" >"$log" 2>&1
   fi || { tail -40 "$log"; return 1; }
-  local targets=(bench/coring_bench bench/scale_bench bench/peers/context_peer)
+  local targets=(bench/coring_bench bench/scale_bench bench/peers/context_peer
+    bench/peers/echo_load bench/peers/epoll_echo samples/echo_server)
   if grep -q 'bench/peers/fiber_peer' "$BUILD_DIR/build.ninja"; then
     targets+=(bench/peers/fiber_peer)
   else
@@ -81,6 +86,9 @@ build_all() {
     mkdir -p "$BUILD_DIR/go"
     GOCACHE=$BUILD_DIR/go/cache GOPATH=$BUILD_DIR/go/path GO111MODULE=off GOFLAGS="" \
       GOTMPDIR=$BUILD_DIR/go go build -o "$bin/peers/go_peer" bench/peers/go_peer.go \
+      >>"$log" 2>&1 || { tail -20 "$log"; return 1; }
+    GOCACHE=$BUILD_DIR/go/cache GOPATH=$BUILD_DIR/go/path GO111MODULE=off GOFLAGS="" \
+      GOTMPDIR=$BUILD_DIR/go go build -o "$bin/peers/go_echo_server" bench/peers/echo_server.go \
       >>"$log" 2>&1 || { tail -20 "$log"; return 1; }
   else
     echo "bench: go not found, the Go peer is skipped (scripts/deps.sh installs it)" >&2
@@ -178,6 +186,102 @@ scale_rows() {
     "machine: $m first-touch page faults" machine:touch of - "(info: the floor)"
   bench_row "$m × sleep(1 s): peak RSS of the process, MiB" coring:sleep_peak_rss "Go" \
     go:sleep_peak_rss of - "(info)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Section "echo": TCP echo round trips per second. coring's samples/echo_server (a coroutine per
+# connection) against Go's net.Conn echo server (GOMAXPROCS=1, a goroutine per connection) and
+# a C epoll server with no runtime at all (the floor), all driven by the same closed-loop client
+# (bench/peers/echo_load: N connections, one message in flight each). Servers run on
+# BENCH_CPU; the client runs there too ("single": both on one CPU, which repeats within a few
+# percent on this VM) or on the other CPU ("split": two busy vCPUs lose ~30% of their time to
+# the host here, so it swings widely). The goal is judged on "single".
+
+echo_servers=(coring go epoll)
+
+# echo_measure IMPL CONNS SIZE MODE PORT: one run; records round trips/s and the server's CPU
+# time per round trip.
+echo_measure() {
+  local impl=$1 conns=$2 size=$3 mode=$4 port=$5
+  local client_cpu=$BENCH_CPU
+  [[ $mode == split ]] && client_cpu=$(((BENCH_CPU + 1) % $(nproc)))
+  local log="$BENCH_OUT/logs/r$BENCH_ROUND.echo-$impl-${conns}x$size-$mode"
+  local server=()
+  case $impl in
+    coring) server=("$BUILD_DIR/samples/echo_server" --port "$port") ;;
+    go) server=(env GOMAXPROCS=1 "$bin/peers/go_echo_server" -port "$port") ;;
+    epoll) server=("$bin/peers/epoll_echo" --port "$port") ;;
+  esac
+  [[ -x ${server[0]} || ${server[0]} == env ]] || return 0
+  timeout -k 5 $((ECHO_SECS + 60)) taskset -c "$BENCH_CPU" "${server[@]}" </dev/null \
+    >"$log.server" 2>&1 &
+  local pid=$! tries
+  for ((tries = 0; tries < 50; tries++)); do
+    grep -q listening "$log.server" 2>/dev/null && break
+    sleep 0.1
+  done
+  # timeout(1)'s child is the server (taskset and env exec into it).
+  local server_pid ticks_before ticks_after output status
+  server_pid=$(pgrep -P "$pid" | head -1)
+  ticks_before=$(awk '{ print $14 + $15 }' "/proc/$server_pid/stat" 2>/dev/null || echo 0)
+  output=$(timeout -k 5 $((ECHO_SECS + 40)) taskset -c "$client_cpu" "$bin/peers/echo_load" \
+    --port "$port" --conns "$conns" --size "$size" --warmup 0.5 --seconds "$ECHO_SECS" \
+    </dev/null 2>"$log.client")
+  status=$?
+  ticks_after=$(awk '{ print $14 + $15 }' "/proc/$server_pid/stat" 2>/dev/null || echo 0)
+  kill "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  echo "$output" >>"$log.client"
+  if ((status != 0)); then
+    bench_fail "echo $impl ${conns}x$size $mode: client exit $status: $(tail -c 200 "$log.client")"
+    return 0
+  fi
+  local rate
+  rate=$(sed -nE 's/.*round_trips_per_s=([0-9.]+).*/\1/p' <<<"$output")
+  [[ -n $rate ]] || { bench_fail "echo $impl: no result"; return 0; }
+  bench_record "$impl" "echo_${conns}x${size}_$mode" "$rate" "rt/s"
+  # The server's CPU per round trip over the whole client run (0.5 s warm-up included).
+  awk -v t=$((ticks_after - ticks_before)) -v hz="$(getconf CLK_TCK)" -v r="$rate" \
+    -v s="$ECHO_SECS" 'BEGIN { if (r > 0) printf "%.6g\n", t / hz * 1e6 / (r * (s + 0.5)) }' |
+    while read -r us; do bench_record "$impl" "echo_cpu_${conns}x${size}_$mode" "$us" "us"; done
+  printf '  %-24s %s rt/s\n' "echo $impl ${conns}x$size $mode" "$rate" >&2
+}
+
+echo_round() {
+  local config conns size mode impl port=$((20000 + BENCH_ROUND * 200))
+  local order=("${echo_servers[@]}")
+  ((BENCH_ROUND % 2 == 0)) && order=("$(printf '%s\n' "${echo_servers[@]}" | tac)")
+  for config in $ECHO_CONFIGS; do
+    conns=${config%x*}
+    size=${config#*x}
+    for mode in single split; do
+      for impl in ${order[*]}; do
+        port=$((port + 1))
+        echo_measure "$impl" "$conns" "$size" "$mode" "$port"
+      done
+    done
+  done
+}
+
+echo_rows() {
+  local config conns size figure
+  for config in $ECHO_CONFIGS; do
+    conns=${config%x*}
+    size=${config#*x}
+    figure="TCP echo, $conns conns × $size B, round trips/s, server and client on one CPU"
+    bench_row "$figure" "coring:echo_${config}_single" "Go net.Conn server" \
+      "go:echo_${config}_single" of "ratio>=1.5" "≥ 1.5x Go"
+    bench_row "$figure" "coring:echo_${config}_single" "epoll server in C, no runtime (floor)" \
+      "epoll:echo_${config}_single" of - "(info)"
+    figure="TCP echo, $conns conns × $size B, round trips/s, server CPU 0, client CPU 1"
+    bench_row "$figure" "coring:echo_${config}_split" "Go net.Conn server" \
+      "go:echo_${config}_split" of - "(info)"
+    bench_row "$figure" "coring:echo_${config}_split" "epoll server in C, no runtime (floor)" \
+      "epoll:echo_${config}_split" of - "(info)"
+    figure="TCP echo, $conns conns × $size B, server CPU per round trip (single CPU), us"
+    bench_row "$figure" "coring:echo_cpu_${config}_single" "Go net.Conn server" \
+      "go:echo_cpu_${config}_single" faster - "(info)"
+  done
 }
 
 # ---------------------------------------------------------------------------------------------
