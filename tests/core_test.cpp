@@ -8,13 +8,16 @@
 #include <algorithm>
 #include <coring/coring.hpp>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "core/coroutine_table.hpp"
 #include "test_util.hpp"
 
 using namespace std::chrono_literals;
@@ -1057,4 +1060,45 @@ TEST_CASE("stacks: a burst's pooled stacks are given back to the kernel once the
                  << " KiB");
   CHECK(peak_kib - before_kib > 150 * 1024);
   CHECK(settled_kib < before_kib + (peak_kib - before_kib) / 4);
+}
+
+TEST_CASE("the coroutine table (id -> coroutine) agrees with a map over many pages") {
+  // White-box: ids come in blocks of kPageSize per thread; pages are dropped from the front
+  // and the directory compacted as the oldest ids end. Fake coroutine pointers suffice.
+  coring::detail::CoroutineTable table;
+  std::map<long, coring::detail::Coroutine*> reference;
+  auto fake = [](long id) { return reinterpret_cast<coring::detail::Coroutine*>(id * 16); };
+  std::mt19937_64 random(42);
+  long next_id = 1;
+  // A sliding window of live ids moving across ~400 pages, with a long-lived id pinned at 1
+  // half of the time and gaps between blocks (ids taken by other threads).
+  for (int step = 0; step < 2'000'000; ++step) {
+    if (random() % 2 == 0 || reference.size() < 1000) {
+      long id = next_id++;
+      if (id % coring::detail::CoroutineTable::kPageSize == 0 && random() % 4 == 0) {
+        next_id += coring::detail::CoroutineTable::kPageSize;  // another thread's block
+        id = next_id++;
+      }
+      REQUIRE(table.insert(id, fake(id)));
+      reference[id] = fake(id);
+    } else {
+      auto it = reference.begin();
+      if (it->first == 1 && step < 300'000) ++it;  // keep id 1 alive for a while
+      if (it == reference.end()) continue;
+      table.erase(it->first);
+      reference.erase(it);
+    }
+    if (step % 997 == 0) {
+      long probe = static_cast<long>(random() % static_cast<uint64_t>(next_id + 10));
+      auto found = reference.find(probe);
+      CHECK(table.find(probe) == (found == reference.end() ? nullptr : found->second));
+    }
+  }
+  for (auto& [id, c] : reference) CHECK(table.find(id) == c);
+  size_t seen = 0;
+  table.for_each([&](coring::detail::Coroutine*) { ++seen; });
+  CHECK(seen == reference.size());
+  CHECK(table.find(0) == nullptr);
+  CHECK(table.find(-5) == nullptr);
+  CHECK(table.find(next_id + 100'000) == nullptr);
 }

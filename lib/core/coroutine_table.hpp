@@ -6,7 +6,7 @@
 
 #include <cstddef>
 #include <cstdlib>
-#include <deque>
+#include <vector>
 
 namespace coring::detail {
 
@@ -27,17 +27,23 @@ class CoroutineTable {
 
   Coroutine* find(long id) const noexcept {
     auto index = static_cast<size_t>((id >> kPageBits) - first_page_);
-    if (id <= 0 || index >= pages_.size()) return nullptr;
-    const Page* page = pages_[index];
+    if (id <= 0 || index >= pages_.size() - head_) return nullptr;
+    const Page* page = pages_[head_ + index];
     return page == nullptr ? nullptr : page->slots[id & (kPageSize - 1)];
   }
 
   // Returns false only when memory for a new page cannot be had.
   bool insert(long id, Coroutine* c) {
     long page_number = id >> kPageBits;
-    if (pages_.empty()) first_page_ = page_number;
-    while (page_number - first_page_ >= static_cast<long>(pages_.size())) pages_.push_back(nullptr);
-    Page*& page = pages_[static_cast<size_t>(page_number - first_page_)];
+    if (pages_.size() == head_) {
+      pages_.clear();
+      head_ = 0;
+      first_page_ = page_number;
+    }
+    while (page_number - first_page_ >= static_cast<long>(pages_.size() - head_)) {
+      pages_.push_back(nullptr);
+    }
+    Page*& page = pages_[head_ + static_cast<size_t>(page_number - first_page_)];
     if (page == nullptr) {
       if (spare_ != nullptr) {
         page = spare_;  // every slot of a freed page is already null
@@ -54,7 +60,7 @@ class CoroutineTable {
 
   void erase(long id) noexcept {
     auto index = static_cast<size_t>((id >> kPageBits) - first_page_);
-    Page*& page = pages_[index];
+    Page*& page = pages_[head_ + index];
     page->slots[id & (kPageSize - 1)] = nullptr;
     if (--page->live > 0) return;
     if (spare_ == nullptr) {
@@ -63,15 +69,21 @@ class CoroutineTable {
       std::free(page);
     }
     page = nullptr;
-    while (!pages_.empty() && pages_.front() == nullptr) {
-      pages_.pop_front();
+    // Drop the empty pages at the front (the oldest ids); compact once they are half of it.
+    while (head_ < pages_.size() && pages_[head_] == nullptr) {
+      ++head_;
       ++first_page_;
+    }
+    if (head_ > 64 && head_ * 2 > pages_.size()) {
+      pages_.erase(pages_.begin(), pages_.begin() + static_cast<ptrdiff_t>(head_));
+      head_ = 0;
     }
   }
 
   template <class F>
   void for_each(F&& fn) const {
-    for (const Page* page : pages_) {
+    for (size_t i = head_; i < pages_.size(); ++i) {
+      const Page* page = pages_[i];
       if (page == nullptr) continue;
       for (Coroutine* c : page->slots) {
         if (c != nullptr) fn(c);
@@ -84,7 +96,8 @@ class CoroutineTable {
     Coroutine* slots[kPageSize];
     size_t live;
   };
-  std::deque<Page*> pages_;
+  std::vector<Page*> pages_;  // pages_[head_] covers first_page_
+  size_t head_ = 0;
   long first_page_ = 0;
   Page* spare_ = nullptr;
 };
