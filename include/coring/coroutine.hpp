@@ -125,6 +125,16 @@ bool is_cancelled();
 namespace detail {
 int run_container(const CallableOps& ops, void* fn, const RunOptions& options);
 long spawn(const CallableOps& ops, void* fn);
+
+inline long spawn_here(const CallableOps& ops, void* fn) {
+#if CORING_DETAIL_INLINE_SWITCH
+  SpawnPlan plan = prepare_spawn(ops, fn);
+  if (plan.jump.to_context != nullptr) complete_switch(plan.jump);
+  return plan.id;
+#else
+  return spawn(ops, fn);
+#endif
+}
 void add_defer(std::unique_ptr<Task> task);
 }  // namespace detail
 
@@ -138,11 +148,11 @@ int run(F&& main, const RunOptions& options) {
 template <class F, class... Args>
 long create(F&& fn, Args&&... args) {
   if constexpr (sizeof...(Args) == 0) {
-    return detail::spawn(detail::callable_ops<F>(),
-                         const_cast<void*>(static_cast<const void*>(std::addressof(fn))));
+    return detail::spawn_here(detail::callable_ops<F>(),
+                              const_cast<void*>(static_cast<const void*>(std::addressof(fn))));
   } else {
     auto bound = detail::bind_arguments(std::forward<F>(fn), std::forward<Args>(args)...);
-    return detail::spawn(detail::callable_ops<decltype(bound)>(), std::addressof(bound));
+    return detail::spawn_here(detail::callable_ops<decltype(bound)>(), std::addressof(bound));
   }
 }
 
@@ -150,7 +160,7 @@ inline bool resume(long cid) {
 #if CORING_DETAIL_INLINE_SWITCH
   detail::SwitchPlan plan = detail::prepare_resume(cid);
   if (plan.to_context != nullptr) detail::complete_switch(plan);
-  return plan.ok;
+  return plan.self != nullptr;
 #else
   return detail::resume_out_of_line(cid);
 #endif
@@ -159,7 +169,11 @@ inline bool resume(long cid) {
 inline void this_coroutine::yield() {
 #if CORING_DETAIL_INLINE_SWITCH
   detail::SwitchPlan plan = detail::prepare_yield();
-  if (plan.to_context != nullptr) detail::complete_switch(plan);
+  if (plan.to_context != nullptr) {
+    detail::complete_switch(plan);
+    if (plan.self->unwinding) [[unlikely]]
+      detail::unwind_after_switch();
+  }
 #else
   detail::yield_out_of_line();
 #endif

@@ -76,6 +76,19 @@ int run_container(const CallableOps& ops, void* fn, const RunOptions& options) {
   return scheduler->run(ops, fn);
 }
 
+SpawnPlan prepare_spawn(const CallableOps& ops, void* fn) {
+  Scheduler* s = tls_scheduler;
+  if (s == nullptr) {
+    log_format(LogLevel::warning, "create: called outside a container (use coring::run)");
+    return SpawnPlan{SwitchPlan{nullptr, nullptr}, outside(-1L)};
+  }
+#if CORING_ASAN
+  return SpawnPlan{SwitchPlan{nullptr, nullptr}, s->spawn(ops, fn)};
+#else
+  return s->plan_spawn(ops, fn);
+#endif
+}
+
 long spawn(const CallableOps& ops, void* fn) {
   Scheduler* s = tls_scheduler;
   if (s == nullptr) {
@@ -161,10 +174,11 @@ static Coroutine* yieldable() {
 
 SwitchPlan prepare_resume(long cid) {
   Coroutine* target = resumable(cid);
-  if (target == nullptr) return SwitchPlan{nullptr, nullptr, false};
+  if (target == nullptr) return SwitchPlan{nullptr, nullptr};
 #if CORING_ASAN
+  Coroutine* self = tls_scheduler->running();
   tls_scheduler->resume(target);  // the sanitizer must see the switch: do it here
-  return SwitchPlan{nullptr, nullptr, true};
+  return SwitchPlan{nullptr, self};
 #else
   return tls_scheduler->plan_resume(target);
 #endif
@@ -179,13 +193,13 @@ bool resume_out_of_line(long cid) {
 
 SwitchPlan prepare_yield() {
   Coroutine* self = yieldable();
-  if (self == nullptr) return SwitchPlan{nullptr, nullptr, false};
+  if (self == nullptr) return SwitchPlan{nullptr, nullptr};
   self->wait_kind = WaitKind::yield;
 #if CORING_ASAN
   tls_scheduler->suspend();
   self->wait_kind = WaitKind::none;
   unwind_after_wait(self);
-  return SwitchPlan{nullptr, self, true};
+  return SwitchPlan{nullptr, self};
 #else
   // resume() (or the deadlock unwinder) resets wait_kind before switching back to us.
   return tls_scheduler->plan_suspend(self);

@@ -139,10 +139,31 @@ int Scheduler::run(const CallableOps& ops, void* fn) {
 }
 
 long Scheduler::spawn(const CallableOps& ops, void* fn) {
+  Coroutine* c = make_coroutine(ops, fn);
+  if (c == nullptr) return -1;
+  long id = c->id;  // c may be gone by the time the switch below comes back
+  Coroutine* self = current_;
+  c->return_to = self;
+  self->state = State::suspended;
+  switch_to(self, c);
+  return id;
+}
+
+SpawnPlan Scheduler::plan_spawn(const CallableOps& ops, void* fn) {
+  if (current_ == &hub_) return SpawnPlan{SwitchPlan{nullptr, nullptr}, spawn(ops, fn)};
+  Coroutine* c = make_coroutine(ops, fn);
+  if (c == nullptr) return SpawnPlan{SwitchPlan{nullptr, nullptr}, -1};
+  Coroutine* self = current_;
+  c->return_to = self;
+  self->state = State::suspended;
+  return SpawnPlan{plan_switch(self, c), c->id};
+}
+
+Coroutine* Scheduler::make_coroutine(const CallableOps& ops, void* fn) {
   if (coroutine_num_ >= options_.max_coroutines) {
     set_last_error(EAGAIN);
     log_format(LogLevel::warning, "create: max_coroutines (%zu) reached", options_.max_coroutines);
-    return -1;
+    return nullptr;
   }
   char* base = stacks_.acquire();
   if (base == nullptr) {
@@ -153,7 +174,7 @@ long Scheduler::spawn(const CallableOps& ops, void* fn) {
                options_.stack_guard ? "; guard pages cost two kernel mappings per stack: raise "
                                       "vm.max_map_count or run with RunOptions::stack_guard = false"
                                     : "");
-    return -1;
+    return nullptr;
   }
   size_t stack_size = stacks_.stack_size();
 #if CORING_ASAN
@@ -171,7 +192,7 @@ long Scheduler::spawn(const CallableOps& ops, void* fn) {
     log_format(LogLevel::warning,
                "create: the function object (%zu bytes) does not fit on a %zu-byte stack", ops.size,
                stack_size);
-    return -1;
+    return nullptr;
   }
   try {
     ops.construct(callable, fn);
@@ -196,18 +217,12 @@ long Scheduler::spawn(const CallableOps& ops, void* fn) {
     c->~Coroutine();
     stacks_.release(base);
     set_last_error(ENOMEM);
-    return -1;
+    return nullptr;
   }
   ++coroutine_num_;
   ++coroutines_created_;
   coroutine_peak_num_ = std::max(coroutine_peak_num_, coroutine_num_);
-
-  long id = c->id;  // c may be gone by the time the switch below comes back
-  Coroutine* self = current_;
-  c->return_to = self;
-  self->state = State::suspended;
-  switch_to(self, c);
-  return id;
+  return c;
 }
 
 void Scheduler::finish(Coroutine* self) {

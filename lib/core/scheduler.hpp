@@ -184,6 +184,8 @@ class Scheduler {
   int run(const CallableOps& ops, void* fn);
 
   long spawn(const CallableOps& ops, void* fn);
+  // spawn() up to the jump into the new coroutine, which the caller makes (inline).
+  SpawnPlan plan_spawn(const CallableOps& ops, void* fn);
 
   // The running coroutine, or nullptr when the hub runs.
   Coroutine* running() const noexcept { return current_ == &hub_ ? nullptr : current_; }
@@ -222,7 +224,7 @@ class Scheduler {
     Coroutine* next = pick_next(self);
     if (next == self) {
       self->state = State::running;
-      return SwitchPlan{nullptr, self, true};
+      return SwitchPlan{nullptr, self};
     }
     return plan_switch(self, next);
   }
@@ -306,7 +308,7 @@ class Scheduler {
     to->state = State::running;
     ++switches_;
     swap_eh_state(from, to);
-    return SwitchPlan{to->context, from, true};
+    return SwitchPlan{to->context, from};
   }
 
   void swap_eh_state(Coroutine* from, Coroutine* to) noexcept {
@@ -345,6 +347,8 @@ class Scheduler {
     }
   }
 
+  // A new coroutine, registered and ready to be switched to; nullptr (last_error set) if not.
+  Coroutine* make_coroutine(const CallableOps& ops, void* fn);
   [[noreturn]] void finish(Coroutine* self);
 
  public:

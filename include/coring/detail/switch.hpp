@@ -17,6 +17,8 @@
 
 #include <cstdint>
 
+#include "coring/detail/callable.hpp"
+
 #if defined(__SANITIZE_ADDRESS__)
 #define CORING_DETAIL_ASAN_TU 1
 #elif defined(__has_feature)
@@ -45,16 +47,23 @@ struct CoroutineHead {
   bool unwinding = false;  // being unwound after a deadlock: its next wait throws
 };
 
+// Two words, so that it comes back in registers.
 struct SwitchPlan {
   void* to_context;     // the context to jump to, or nullptr: nothing (more) to do
-  CoroutineHead* self;  // the caller, passed to the other side as the transfer data
-  bool ok;              // the result of resume()
+  CoroutineHead* self;  // the caller, passed to the other side as the transfer data; nullptr
+                        // when the call failed (resume() of a coroutine that cannot be resumed)
+};
+
+struct SpawnPlan {
+  SwitchPlan jump;  // into the new coroutine, which runs at once
+  long id;          // its id, or -1 (last_error() says why)
 };
 
 // Library side, everything up to the jump. With an ASan-built library they switch themselves
 // and return no context.
 SwitchPlan prepare_yield();
 SwitchPlan prepare_resume(long cid);
+SpawnPlan prepare_spawn(const CallableOps& ops, void* fn);
 // Out-of-line versions, for translation units that cannot use the inline jump.
 void yield_out_of_line();
 bool resume_out_of_line(long cid);
@@ -99,6 +108,8 @@ inline __attribute__((always_inline)) Transfer jump(void* to, void* data) {
   return Transfer{rax, rdx};
 }
 
+// Jumps and, once something switches back here, records where it stopped (or recycles it if it
+// ended).
 inline __attribute__((always_inline)) void complete_switch(const SwitchPlan& plan) {
   Transfer from = jump(plan.to_context, plan.self);
   auto* previous = static_cast<CoroutineHead*>(from.data);
@@ -106,9 +117,6 @@ inline __attribute__((always_inline)) void complete_switch(const SwitchPlan& pla
     land_after_death(previous);
   } else {
     previous->context = from.context;
-  }
-  if (plan.self->unwinding) [[unlikely]] {
-    unwind_after_switch();
   }
 }
 
