@@ -216,14 +216,19 @@ class Call {
     } clear{pending};
     int32_t result = wait_io(op, deadline);
     cqe_flags_ = op.cqe_flags;
+    // cancel(cid) that lost the race with the operation's own completion: the data stays
+    // delivered, but a looping call (send_all, recv_all, recv_packet) must not start another.
+    if (op.cancel_reason == ECANCELED) cancel_requested_ = true;
     return result;
   }
   uint32_t cqe_flags() const noexcept { return cqe_flags_; }
+  bool cancel_requested() const noexcept { return cancel_requested_; }
 
  private:
   SocketCore* core_;
   bool reading_;
   bool bound_ = false;
+  bool cancel_requested_ = false;
   uint32_t cqe_flags_ = 0;
 };
 
@@ -288,7 +293,7 @@ ssize_t failed(SocketCore* core, int32_t result) {
 ssize_t receive(SocketCore* core, Call& call, void* buffer, size_t size, Duration timeout) {
   // close() from another coroutine during a looping call (recv_all, recv_packet) whose previous
   // read completed before the cancellation landed: stop instead of reading again.
-  if (core->closed) return failed(core, -ECANCELED);
+  if (core->closed || call.cancel_requested()) return failed(core, -ECANCELED);
   if (timeout <= Duration::zero() || io_strategy() == IoStrategy::try_first) {
     ssize_t n = ::recv(core->fd, buffer, size, MSG_DONTWAIT);
     if (n >= 0) return n;
@@ -306,7 +311,7 @@ ssize_t receive(SocketCore* core, Call& call, void* buffer, size_t size, Duratio
 }
 
 ssize_t transmit(SocketCore* core, Call& call, const void* data, size_t size, Duration timeout) {
-  if (core->closed) return failed(core, -ECANCELED);  // as in receive()
+  if (core->closed || call.cancel_requested()) return failed(core, -ECANCELED);  // see receive()
   if (timeout <= Duration::zero() || io_strategy() != IoStrategy::ring) {
     ssize_t n = ::send(core->fd, data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n >= 0) return n;
