@@ -452,3 +452,42 @@ TEST_CASE("stress: 100,000 coroutines pass tokens along a chain of channels") {
   long checksum = std::accumulate(results.begin(), results.end(), 0L);
   CHECK(checksum == kTokens * added + 1'000'000'000'000L * kTokens * (kTokens - 1) / 2);
 }
+
+TEST_CASE("close() then destroying the channel at once: the calls it woke do not touch it") {
+  // The usual shape: close, then let the channel go out of scope while the consumers and
+  // producers it woke have not run yet. (Under ASan a touch of the freed channel is reported.)
+  int failed_pops = 0, failed_pushes = 0;
+  std::vector<Co::ChannelError> errors_seen;
+  int rc = Co::run([&] {
+    Co::WaitGroup done;
+    auto channel = std::make_unique<Co::Channel<int>>(0);
+    Co::Channel<int>* raw = channel.get();
+    for (int i = 0; i < 3; ++i) {
+      done.add();
+      Co::create([&done, &failed_pops, raw] {
+        if (!raw->pop()) ++failed_pops;
+        done.done();
+      });
+    }
+    auto other = std::make_unique<Co::Channel<int>>(0);
+    Co::Channel<int>* raw_other = other.get();
+    done.add();
+    Co::create([&done, &failed_pushes, raw_other] {
+      if (!raw_other->push(1)) ++failed_pushes;
+      done.done();
+    });
+    channel->close();
+    errors_seen.push_back(channel->error());
+    channel.reset();
+    other->close();
+    errors_seen.push_back(other->error());
+    other.reset();
+    done.wait();
+  });
+  CHECK(rc == 0);
+  CHECK(failed_pops == 3);
+  CHECK(failed_pushes == 1);
+  // close() recorded why the woken calls fail.
+  CHECK(errors_seen ==
+        std::vector<Co::ChannelError>{Co::ChannelError::closed, Co::ChannelError::closed});
+}

@@ -14,7 +14,8 @@
 // - canceled: cancel(cid) interrupted the wait.
 // A push that fails leaves its argument as it was: a move-only value is not moved from.
 // Destroying a channel while coroutines wait on it is a bug in the caller; they are woken with
-// failure (no error() to read then) and a WARNING is logged.
+// failure (no error() to read then) and a WARNING is logged. close() followed at once by the
+// channel's destruction is fine: the calls it woke do not touch the channel again.
 // A channel belongs to the thread that uses it; it is not safe to share between containers.
 #pragma once
 
@@ -84,7 +85,7 @@ class Channel {
     waiter.slot = &out;
     int result = detail::park(consumers_, waiter, timeout);
     if (result == detail::kWaitOk) return out;
-    if (result != detail::kWaitDestroyed) error_ = to_error(result);
+    if (touches_channel(result)) error_ = to_error(result);
     return std::nullopt;
   }
 
@@ -92,6 +93,9 @@ class Channel {
   void close() {
     if (closed_) return;
     closed_ = true;
+    // The woken calls fail with `closed`; recorded here, so that they need not touch the
+    // channel again when they resume: the common `close(); return;` may destroy it before.
+    if (!producers_.empty() || !consumers_.empty()) error_ = ChannelError::closed;
     detail::wake_all(producers_, detail::kWaitClosed);
     detail::wake_all(consumers_, detail::kWaitClosed);
   }
@@ -107,6 +111,12 @@ class Channel {
 
  private:
   static constexpr uint32_t kCopyValue = 1;  // Waiter::flags: the producer passed a const T&
+
+  // After a wait that did not succeed: only a timeout or a cancellation leaves error_ to record
+  // by the woken call itself (close() and the destructor already did, or must not be touched).
+  static bool touches_channel(int result) noexcept {
+    return result != detail::kWaitClosed && result != detail::kWaitDestroyed;
+  }
 
   static ChannelError to_error(int result) noexcept {
     switch (result) {
@@ -151,7 +161,7 @@ class Channel {
     waiter.flags = kMove ? 0 : kCopyValue;
     int result = detail::park(producers_, waiter, timeout);
     if (result == detail::kWaitOk) return true;
-    if (result != detail::kWaitDestroyed) error_ = to_error(result);
+    if (touches_channel(result)) error_ = to_error(result);
     return false;
   }
 
