@@ -89,7 +89,10 @@ fi
 
 if [[ ${SANITIZE:-1} != 0 ]]; then
   echo "== build (ASan + UBSan)"
-  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=0:detect_stack_use_after_return=0}
+  # detect_stack_use_after_return: locals whose address escapes live in per-coroutine fake
+  # stacks, freed when a frame returns, so a coroutine that touches a dead frame of another one
+  # is caught (every stack switch is annotated for ASan).
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:detect_stack_use_after_return=1}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
   if build build-asan --buildtype=debugoptimized -Db_ndebug=false -Db_sanitize=address,undefined \
       -Db_lundef=false -Dbenchmarks=false --prefix="$root/build-asan/prefix"; then

@@ -1059,7 +1059,9 @@ TEST_CASE("stacks: a burst's pooled stacks are given back to the kernel once the
   INFO("before " << before_kib << " KiB, peak " << peak_kib << " KiB, settled " << settled_kib
                  << " KiB");
   CHECK(peak_kib - before_kib > 150 * 1024);
-  CHECK(settled_kib < before_kib + (peak_kib - before_kib) / 4);
+  // Under ASan the process's RSS is mostly the sanitizer's own (shadow, quarantine, fake
+  // stacks), which the pool cannot give back: there the check says nothing about the pool.
+  if (!coring_test::sanitized()) CHECK(settled_kib < before_kib + (peak_kib - before_kib) / 4);
 }
 
 TEST_CASE("the coroutine table (id -> coroutine) agrees with a map over many pages") {

@@ -1,5 +1,6 @@
 #include "core/scheduler.hpp"
 
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -120,6 +121,18 @@ int Scheduler::run(const CallableOps& ops, void* fn) {
     return -1;
   }
   install_process_handlers();
+#if CORING_ASAN
+  // The hub runs on the thread's own stack; ASan needs its bounds to switch back to it.
+  pthread_attr_t attributes;
+  if (::pthread_getattr_np(::pthread_self(), &attributes) == 0) {
+    void* bottom = nullptr;
+    size_t size = 0;
+    ::pthread_attr_getstack(&attributes, &bottom, &size);
+    ::pthread_attr_destroy(&attributes);
+    hub_.asan_stack_bottom = bottom;
+    hub_.asan_stack_size = size;
+  }
+#endif
   install_signal_stack();
   tls_scheduler = this;
   if (spawn(ops, fn) < 0) {  // spawn() recorded why in this thread's last_error()
