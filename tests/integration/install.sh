@@ -82,6 +82,25 @@ static_program() {
 }
 check "a program linked statically with libcoring.a runs" static_program
 
+standalone_headers() {
+  # Each installed public header on its own, with both compilers the contract names.
+  local include_dir header compiler
+  include_dir=$(pkg-config --variable=includedir coring)
+  for compiler in g++ clang++; do
+    command -v "$compiler" >/dev/null || { echo "$compiler missing"; return 1; }
+    for header in "$include_dir"/coring/*.hpp; do
+      echo "#include <coring/$(basename "$header")>" >"$work/one_header.cpp"
+      "$compiler" -std=c++20 -Wall -Wextra -Werror -fsyntax-only -I"$include_dir" \
+        "$work/one_header.cpp" || { echo "$compiler: $header"; return 1; }
+    done
+  done
+  # shellcheck disable=SC2046
+  clang++ -o "$work/user_clang" "$work/user.cpp" $(pkg-config --cflags --libs coring) &&
+    LD_LIBRARY_PATH=$lib_dir "$work/user_clang"
+}
+check "every public header compiles on its own with g++ 12 and clang 14; a clang build runs" \
+  standalone_headers
+
 subproject_program() {
   local project=$work/subproject_user
   mkdir -p "$project/subprojects"
