@@ -278,12 +278,7 @@ bool join(std::span<const long> cids, Duration timeout) {
     wait.deadline = detail::deadline_after(detail::monotonic_ns(), timeout);
     s->arm(wait);
   }
-  self->wait = &wait;
-  self->wait_kind = detail::WaitKind::wait;
-  s->suspend();
-  self->wait = nullptr;
-  self->wait_kind = detail::WaitKind::none;
-  s->disarm(wait);
+  s->block(self, wait, &wait);
   detail::unwind_after_wait(self);
   if (wait.result != 0) {
     set_last_error(wait.result);
@@ -351,12 +346,7 @@ bool sleep(Duration d) {
   wait.abort = &detail::sleep_abort;
   wait.deadline = detail::deadline_after(detail::monotonic_ns(), d);
   s->arm(wait);
-  self->wait = &wait;
-  self->wait_kind = detail::WaitKind::wait;
-  s->suspend();
-  self->wait = nullptr;
-  self->wait_kind = detail::WaitKind::none;
-  s->disarm(wait);
+  s->block(self, wait, &wait);
   detail::unwind_after_wait(self);
   if (self->cancelled || self->unwinding) {
     set_last_error(ECANCELED);

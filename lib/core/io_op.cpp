@@ -58,13 +58,10 @@ int32_t wait_io(IoOp& op, int64_t deadline_ns) {
     s->arm(wait);
   }
   self->cancelled = false;
-  self->wait = &wait;
-  self->wait_kind = WaitKind::wait;
   // Only the CQE readies us: the deadline and aborts merely request a cancellation.
-  while (!op.completed) s->suspend();
-  self->wait = nullptr;
-  self->wait_kind = WaitKind::none;
-  s->disarm(wait);
+  do {
+    s->block(self, wait, &wait);
+  } while (!op.completed);
   unwind_after_wait(self);
   if (op.result == -ECANCELED && op.cancel_reason != 0) return -op.cancel_reason;
   if (op.result == -EINTR && op.cancel_reason != 0) return -op.cancel_reason;

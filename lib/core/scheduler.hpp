@@ -204,6 +204,19 @@ class Scheduler {
     switch_to(self, next);
   }
 
+  // Suspends the running coroutine `self` in a wait that `wait` describes (so that cancel() and
+  // the deadlock unwinder can end it) until whatever it waits for makes it ready; then disarms
+  // the wait's deadline, if it has one. The caller undoes its own bookkeeping next, then calls
+  // unwind_after_wait(self).
+  void block(Coroutine* self, WaitContext& wait, TimerNode* deadline = nullptr) {
+    self->wait = &wait;
+    self->wait_kind = WaitKind::wait;
+    suspend();
+    self->wait = nullptr;
+    self->wait_kind = WaitKind::none;
+    if (deadline != nullptr) disarm(*deadline);
+  }
+
   void make_ready(Coroutine* c) noexcept {
     c->state = State::ready;
     c->next_ready = nullptr;

@@ -60,12 +60,7 @@ int park(WaitList& list, Waiter& w, Duration timeout, Cancellable cancellable) {
     park.deadline = deadline_after(monotonic_ns(), timeout);
     s->arm(park);
   }
-  self->wait = &park;
-  self->wait_kind = WaitKind::wait;
-  s->suspend();
-  self->wait = nullptr;
-  self->wait_kind = WaitKind::none;
-  s->disarm(park);
+  s->block(self, park, &park);
   unwind_after_wait(self);
   if (w.result == ETIMEDOUT || w.result == ECANCELED) set_last_error(w.result);
   return w.result;

@@ -52,11 +52,9 @@ void run_offloaded(Task& task) {
   WaitContext wait;
   wait.cancellable = false;
   wait.abort = &ignore_abort;
-  self->wait = &wait;
-  self->wait_kind = WaitKind::wait;
-  while (!done) s->suspend();
-  self->wait = nullptr;
-  self->wait_kind = WaitKind::none;
+  do {
+    s->block(self, wait);
+  } while (!done);
   s->inbox()->unexpect();
 }
 

@@ -264,12 +264,9 @@ std::vector<std::string> resolve(std::string_view host, int family, Duration tim
     s->arm(wait);
   }
   self->cancelled = false;
-  self->wait = &wait;
-  self->wait_kind = WaitKind::wait;
-  while (!wait.answered && wait.job != nullptr) s->suspend();
-  self->wait = nullptr;
-  self->wait_kind = WaitKind::none;
-  s->disarm(wait);
+  do {
+    s->block(self, wait, &wait);
+  } while (!wait.answered && wait.job != nullptr);
   s->inbox()->unexpect();
   unwind_after_wait(self);
   if (!wait.answered) return fail(wait.timed_out ? ETIMEDOUT : ECANCELED);

@@ -170,6 +170,13 @@ void settle(SocketCore* core) noexcept {
   if (!core->owned) delete core;
 }
 
+// For the calls that do not wait (bind, listen, options): false with EBADF once closed.
+bool open_for_call(SocketCore* core) noexcept {
+  if (core != nullptr && !core->closed) return true;
+  if (core != nullptr) set_error(core, EBADF);
+  return false;
+}
+
 // Marks the socket closed and cancels whatever waits on it. Returns false if it already was.
 bool begin_close(SocketCore* core) noexcept {
   if (core->closed) return false;
@@ -473,10 +480,7 @@ bool Socket::connect(std::string_view unix_path, Duration timeout) {
 
 bool Socket::bind(std::string_view host, uint16_t port) {
   SocketCore* const core = core_;
-  if (core == nullptr || core->closed) {
-    if (core != nullptr) detail::set_error(core, EBADF);
-    return false;
-  }
+  if (!detail::open_for_call(core)) return false;
   detail::SocketAddress address;
   if (detail::is_unix(core->type)) {
     if (!detail::make_unix_address(host, &address)) {
@@ -504,10 +508,7 @@ bool Socket::bind(std::string_view host, uint16_t port) {
 
 bool Socket::listen(int backlog) {
   SocketCore* const core = core_;
-  if (core == nullptr || core->closed) {
-    if (core != nullptr) detail::set_error(core, EBADF);
-    return false;
-  }
+  if (!detail::open_for_call(core)) return false;
   if (::listen(core->fd, backlog) != 0) {
     detail::set_error(core, errno);
     return false;
@@ -769,10 +770,7 @@ ssize_t Socket::recvfrom(void* buffer, size_t size, std::string* host, uint16_t*
 
 bool Socket::shutdown(int how) {
   SocketCore* const core = core_;
-  if (core == nullptr || core->closed) {
-    if (core != nullptr) detail::set_error(core, EBADF);
-    return false;
-  }
+  if (!detail::open_for_call(core)) return false;
   if (::shutdown(core->fd, how) != 0) {
     detail::set_error(core, errno);
     return false;
@@ -849,10 +847,7 @@ void Socket::set_protocol(const Protocol& protocol) {
 
 namespace {
 bool set_option(SocketCore* core, int level, int name, const void* value, socklen_t length) {
-  if (core == nullptr || core->closed) {
-    if (core != nullptr) detail::set_error(core, EBADF);
-    return false;
-  }
+  if (!detail::open_for_call(core)) return false;
   if (::setsockopt(core->fd, level, name, value, length) != 0) {
     detail::set_error(core, errno);
     return false;

@@ -72,13 +72,13 @@ void land_after_death(CoroutineHead* previous) noexcept;
 // After the switch back to a coroutine marked for unwinding: throws unless that is unsafe.
 void unwind_after_switch();
 
-#if CORING_DETAIL_INLINE_SWITCH
-
 struct Transfer {
   void* context;
   void* data;
 };
 
+#if defined(__x86_64__)
+// Also the library's own switch (lib/core/context_switch.hpp), ASan build included.
 inline __attribute__((always_inline)) Transfer jump(void* to, void* data) {
   register void* rdi asm("rdi") = to;
   register void* rsi asm("rsi") = data;
@@ -107,6 +107,9 @@ inline __attribute__((always_inline)) Transfer jump(void* to, void* data) {
   );
   return Transfer{rax, rdx};
 }
+#endif
+
+#if CORING_DETAIL_INLINE_SWITCH
 
 // Jumps and, once something switches back here, records where it stopped (or recycles it if it
 // ended).
