@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs what is missing, builds, runs every
-# doctest suite and integration script, then the same suites under an ASan+UBSan build.
+# doctest suite and integration script, then the same suites under an ASan+UBSan build, then the
+# libFuzzer targets for a bounded time (clang, ASan+UBSan).
 # The last line is "N passed, N failed" over every suite (doctest test cases plus integration
 # checks); the exit status is 0 only when nothing failed.
 #
 #   scripts/test.sh                 everything
 #   SANITIZE=0 scripts/test.sh      skip the sanitizer pass
+#   FUZZ=0 scripts/test.sh          skip the fuzz pass (clang + libFuzzer, FUZZ_SECONDS each)
 #   SUITES="core channel" scripts/test.sh   only these suites (names of tests/*_test.cpp)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -100,6 +102,37 @@ if [[ ${SANITIZE:-1} != 0 ]]; then
   else
     total_failed=$((total_failed + 1))
     failures+=("build (asan)")
+  fi
+fi
+
+# Untrusted bytes (packet framing) under libFuzzer, for a bounded time, with ASan + UBSan.
+if [[ ${FUZZ:-1} != 0 && ${SANITIZE:-1} != 0 ]]; then
+  echo "== fuzz (clang, libFuzzer, ${FUZZ_SECONDS:=30} s per target)"
+  if ! command -v clang++ >/dev/null; then
+    echo "clang++ missing: the fuzz pass needs it"
+    total_failed=$((total_failed + 1))
+    failures+=("fuzz (no clang++)")
+  elif CXX=clang++ CC=clang build build-fuzz --buildtype=debugoptimized -Dfuzz=true \
+      -Db_sanitize=address,undefined -Db_lundef=false -Dtests=false -Dbenchmarks=false \
+      -Dsamples=false; then
+    for target in build-fuzz/fuzz/*_fuzz; do
+      name=$(basename "$target")
+      seeds=fuzz/corpus/${name%_fuzz}
+      corpus=$(mktemp -d)
+      # libFuzzer writes new inputs to the first directory, reads the seeds from the second.
+      run_suite "$name" $((FUZZ_SECONDS + 120)) bash -c '
+        "$1" -max_total_time="$2" -max_len=2048 -timeout=20 -print_final_stats=1 \
+          -artifact_prefix="$4/" "$3" "$5" >"$3.log" 2>&1
+        status=$?
+        tail -25 "$3.log"
+        if ((status == 0)); then echo "RESULT: 1 passed, 0 failed"; else
+          echo "RESULT: 0 passed, 1 failed (crash input kept in $4)"; fi
+        exit $status' _ "$target" "$FUZZ_SECONDS" "$corpus" "$root/build-fuzz" "$seeds"
+      rm -rf "$corpus" "$corpus.log"
+    done
+  else
+    total_failed=$((total_failed + 1))
+    failures+=("build (fuzz)")
   fi
 fi
 
