@@ -903,6 +903,36 @@ TEST_CASE("deadlock: a destructor that waits during the unwinding fails at once,
   CHECK(ch.consumer_num() == 0);
 }
 
+TEST_CASE(
+    "deadlock: a captured object whose destructor waits, in an unwound coroutine, no terminate") {
+  // The function object is destroyed after the function returned (a noexcept context): a wait
+  // there must fail at once rather than throw the unwinding exception.
+  LogCapture logs;
+  Co::Channel<int> ch(0);
+  int destroyed = 0, sleep_failed = 0;
+  struct SleepsWhenDestroyed {
+    int* destroyed;
+    int* sleep_failed;
+    bool armed = true;
+    SleepsWhenDestroyed(int* d, int* f) : destroyed(d), sleep_failed(f) {}
+    SleepsWhenDestroyed(SleepsWhenDestroyed&& other) noexcept
+        : destroyed(other.destroyed), sleep_failed(other.sleep_failed) {
+      other.armed = false;
+    }
+    ~SleepsWhenDestroyed() {
+      if (!armed) return;
+      ++*destroyed;
+      if (!Co::this_coroutine::sleep(1ms)) ++*sleep_failed;
+    }
+  };
+  int rc = Co::run([&] {
+    Co::create([&ch, guard = SleepsWhenDestroyed(&destroyed, &sleep_failed)] { ch.pop(); });
+  });
+  CHECK(rc == -1);
+  CHECK(destroyed == 1);
+  CHECK(sleep_failed == 1);
+}
+
 TEST_CASE("deadlock: not reported while a timer or a sleeping coroutine can still wake others") {
   LogCapture logs;
   int got = 0;

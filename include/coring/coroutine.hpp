@@ -15,9 +15,10 @@
 //   coroutines (their pending wait throws an internal exception that is not a std::exception),
 //   so their destructors and defers run. A coroutine that swallows that exception with
 //   catch (...) and waits again is unwound again. A destructor that waits while its coroutine
-//   is being unwound (an exception is in flight, so a second one would end the program) does
-//   not throw: its wait fails at once with ECANCELED. A defer that waits is cut short at that
-//   wait, and the defers registered before it still run.
+//   is being unwound (an exception is in flight, so a second one would end the program), or
+//   the destructor of the coroutine's function object, does not throw: its wait fails at once
+//   with ECANCELED. A defer that waits is cut short at that wait, and the defers registered
+//   before it still run.
 // - create() returns -1 with EPERM outside a container, EAGAIN past RunOptions::max_coroutines,
 //   ENOMEM when no stack can be mapped (vm.max_map_count reached with guard pages: see
 //   RunOptions::stack_guard), and E2BIG when the function object does not fit on the stack.

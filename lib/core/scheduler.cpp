@@ -90,6 +90,7 @@ void coroutine_entry(transfer_t from) {
     delete defers;
     self->defers = nullptr;
   }
+  self->finishing = true;
   self->ops->destroy(self->callable);
   s->finish(self);
 }

@@ -126,7 +126,8 @@ struct Coroutine : CoroutineHead {
   std::vector<std::unique_ptr<Task>>* defers = nullptr;
   JoinNode* joiners = nullptr;
   std::error_code last_error;
-  EhState eh;  // its exception-handling state, saved while it does not run
+  bool finishing = false;  // its function returned; its function object is being destroyed
+  EhState eh;              // its exception-handling state, saved while it does not run
 #if CORING_ASAN
   void* asan_fake_stack = nullptr;
   const void* asan_stack_bottom = nullptr;
@@ -414,6 +415,23 @@ struct JoinWait : WaitContext, TimerNode {
 
 void link_join_node(Coroutine* target, JoinNode* node) noexcept;
 void unlink_join_node(JoinNode* node) noexcept;
+
+inline bool unwinding_may_throw(const Coroutine* self) noexcept {
+  return !self->finishing && std::uncaught_exceptions() == 0;
+}
+
+inline bool refuse_wait_when_unwinding(const Coroutine* self) {
+  if (!self->unwinding) [[likely]]
+    return false;
+  if (unwinding_may_throw(self)) throw_forced_unwind();
+  set_last_error(ECANCELED);
+  return true;
+}
+
+inline void unwind_after_wait(const Coroutine* self) {
+  if (self->unwinding && unwinding_may_throw(self)) [[unlikely]]
+    throw_forced_unwind();
+}
 
 // The coroutine running on this thread, or nullptr (no container, or the hub).
 inline Coroutine* running_coroutine() noexcept {
