@@ -178,11 +178,21 @@ bool open_for_call(SocketCore* core) noexcept {
 }
 
 // Marks the socket closed and cancels whatever waits on it. Returns false if it already was.
+// Ends the wait of the coroutine holding one side of the socket: its ring operation, or the
+// name resolution connect() may be waiting for.
+void interrupt(long holder, IoOp* op) noexcept {
+  if (op != nullptr) {
+    request_cancel(*op, ECANCELED);
+  } else if (Scheduler* s = tls_scheduler; s != nullptr && holder != 0) {
+    if (Coroutine* c = s->find(holder)) s->cancel(c);
+  }
+}
+
 bool begin_close(SocketCore* core) noexcept {
   if (core->closed) return false;
   core->closed = true;
-  if (core->read_op != nullptr) request_cancel(*core->read_op, ECANCELED);
-  if (core->write_op != nullptr) request_cancel(*core->write_op, ECANCELED);
+  interrupt(core->reader_cid, core->read_op);
+  interrupt(core->writer_cid, core->write_op);
   return true;
 }
 
