@@ -46,6 +46,7 @@ struct RunOptions {
   // Address space per coroutine stack. Memory is committed only as the stack grows, and pooled
   // stacks are reused without a syscall. A coroutine that parks with a shallow call chain
   // touches one page. The function object passed to create() lives at the top of the stack.
+  // Rounded up to whole pages, and to at least 8 KiB.
   size_t stack_size = 256 * 1024;
   // A PROT_NONE guard region below each stack turns an overflow into a clear crash. Each
   // guarded stack costs two kernel memory mappings and vm.max_map_count defaults to 65530, so
