@@ -10,6 +10,8 @@
 // test instead of hanging it.
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
@@ -1886,4 +1888,76 @@ TEST_CASE("1,000 concurrent clients against a coroutine-per-connection echo serv
   CHECK(server_sent == expected);
   CHECK(clients_received == expected);
   CHECK(peak >= kClients);  // they really were all alive at once
+}
+
+namespace {
+int int_option(int fd, int level, int name) {
+  int value = -1;
+  socklen_t length = sizeof value;
+  if (::getsockopt(fd, level, name, &value, &length) != 0) return -1;
+  return value;
+}
+}  // namespace
+
+TEST_CASE("options: TCP_NODELAY on by default (also accepted sockets), keepalive, linger") {
+  int rc = Co::run([] {
+    for (Type type : {Type::tcp, Type::tcp6}) {
+      CAPTURE(static_cast<int>(type));
+      Co::Socket listener(type);
+      CO_REQUIRE(listener.bind(loopback(type), 0));
+      CO_REQUIRE(listener.listen());
+      CHECK(int_option(listener.fd(), IPPROTO_TCP, TCP_NODELAY) == 1);
+      Co::Socket client(type);
+      CHECK(int_option(client.fd(), IPPROTO_TCP, TCP_NODELAY) == 1);
+      CO_REQUIRE(client.connect(loopback(type), listener.local_port()));
+      std::optional<Co::Socket> accepted = listener.accept(kLong);
+      CO_REQUIRE(accepted.has_value());
+      CHECK(int_option(accepted->fd(), IPPROTO_TCP, TCP_NODELAY) == 1);
+
+      CHECK(client.set_nodelay(false));
+      CHECK(int_option(client.fd(), IPPROTO_TCP, TCP_NODELAY) == 0);
+      CHECK(client.set_nodelay(true));
+      CHECK(int_option(client.fd(), IPPROTO_TCP, TCP_NODELAY) == 1);
+
+      CHECK(client.set_keepalive(true, 30, 4, 5));
+      CHECK(int_option(client.fd(), SOL_SOCKET, SO_KEEPALIVE) == 1);
+      CHECK(int_option(client.fd(), IPPROTO_TCP, TCP_KEEPIDLE) == 30);
+      CHECK(int_option(client.fd(), IPPROTO_TCP, TCP_KEEPINTVL) == 4);
+      CHECK(int_option(client.fd(), IPPROTO_TCP, TCP_KEEPCNT) == 5);
+      CHECK(client.set_keepalive(false));
+      CHECK(int_option(client.fd(), SOL_SOCKET, SO_KEEPALIVE) == 0);
+
+      CHECK(client.set_linger(true, 3));
+      linger value{};
+      socklen_t length = sizeof value;
+      CHECK(::getsockopt(client.fd(), SOL_SOCKET, SO_LINGER, &value, &length) == 0);
+      CHECK(value.l_onoff == 1);
+      CHECK(value.l_linger == 3);
+    }
+  });
+  CHECK(rc == 0);
+}
+
+TEST_CASE("options: bad values and closed sockets fail with the errno, the socket stays usable") {
+  int rc = Co::run([] {
+    Co::Socket udp(Type::udp);
+    CHECK_FALSE(udp.set_nodelay(true));  // no TCP options on a datagram socket
+    CHECK(udp.error().value() != 0);
+    CHECK_FALSE(udp.error_message().empty());
+
+    Co::Socket tcp(Type::tcp);
+    CHECK_FALSE(tcp.set_keepalive(true, -1, 5, 3));  // the kernel refuses a negative idle time
+    CHECK(tcp.error() == std::errc::invalid_argument);
+    CHECK(tcp.set_nodelay(true));  // still usable
+
+    CHECK(tcp.close());
+    CHECK_FALSE(tcp.set_nodelay(true));
+    CHECK(tcp.error() == std::errc::bad_file_descriptor);
+    CHECK_FALSE(tcp.set_keepalive(true));
+    CHECK_FALSE(tcp.set_linger(true, 1));
+    CHECK_FALSE(tcp.close());  // a second close: false, EBADF
+    CHECK(tcp.error() == std::errc::bad_file_descriptor);
+    CHECK(tcp.fd() == -1);
+  });
+  CHECK(rc == 0);
 }
