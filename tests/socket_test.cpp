@@ -32,6 +32,8 @@
 #include <string_view>
 #include <vector>
 
+#include "test_util.hpp"
+
 using namespace std::chrono_literals;
 
 // REQUIRE for code that runs inside a coroutine: records the failure and leaves the enclosing
@@ -259,29 +261,6 @@ Packets read_packets(Co::Socket& socket) {
     }
     out.packets.emplace_back(*packet);
   }
-}
-
-// Runs fn in a forked child (with a watchdog alarm) and returns its wait status: for behaviour
-// that could kill the process (SIGPIPE) and must not take the whole suite down with it.
-template <class F>
-int run_in_child(F&& fn) {
-  std::fflush(stdout);
-  std::fflush(stderr);
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::alarm(20);
-    int code = 1;
-    try {
-      code = fn();
-    } catch (...) {
-      code = 99;
-    }
-    ::_exit(code);
-  }
-  int status = -1;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return status;
 }
 
 }  // namespace
@@ -1183,50 +1162,53 @@ TEST_CASE("writes after the peer closed fail with EPIPE or ECONNRESET, and SIGPI
   const std::string path = dir.file("pipe.sock");
   for (Type type : {Type::tcp, Type::tcp6, Type::unix_stream}) {
     CAPTURE(static_cast<int>(type));
-    int status = run_in_child([&] {
-      ::signal(SIGPIPE, SIG_DFL);
-      int result = 10;
-      int rc = Co::run([&] {
-        const bool unix_socket = type == Type::unix_stream;
-        Co::Socket listener(type);
-        if (!listener.bind(unix_socket ? path : loopback(type), 0) || !listener.listen()) return;
-        Co::Socket client(type);
-        bool connected = unix_socket ? client.connect(path, kLong)
-                                     : client.connect(loopback(type), listener.local_port(), kLong);
-        if (!connected) return;
-        {
-          std::optional<Co::Socket> server = listener.accept(kLong);
-          if (!server) return;
-        }  // the peer closes
-        char b;
-        if (client.recv(&b, 1, kLong) != 0) return;
-        std::string chunk(1024, 'x');
-        // Waiting sends (through the ring), then sends that do not wait (a direct syscall):
-        // each path must fail without raising the signal.
-        for (Co::Duration timeout : {Co::Duration(kLong), Co::Duration::zero()}) {
-          bool epipe = false;
-          for (int i = 0; i < 200 && !epipe; ++i) {
-            ssize_t n = (i % 2 == 0) ? client.send(chunk.data(), chunk.size(), timeout)
-                                     : client.send_all(chunk.data(), chunk.size(), timeout);
-            if (n < 0) {
-              int e = client.error().value();
-              epipe = e == EPIPE;
-              if (e != EPIPE && e != ECONNRESET) {
-                result = 11;
+    int status =
+        coring_test::run_in_child([&] {
+          ::signal(SIGPIPE, SIG_DFL);
+          int result = 10;
+          int rc = Co::run([&] {
+            const bool unix_socket = type == Type::unix_stream;
+            Co::Socket listener(type);
+            if (!listener.bind(unix_socket ? path : loopback(type), 0) || !listener.listen())
+              return;
+            Co::Socket client(type);
+            bool connected = unix_socket
+                                 ? client.connect(path, kLong)
+                                 : client.connect(loopback(type), listener.local_port(), kLong);
+            if (!connected) return;
+            {
+              std::optional<Co::Socket> server = listener.accept(kLong);
+              if (!server) return;
+            }  // the peer closes
+            char b;
+            if (client.recv(&b, 1, kLong) != 0) return;
+            std::string chunk(1024, 'x');
+            // Waiting sends (through the ring), then sends that do not wait (a direct syscall):
+            // each path must fail without raising the signal.
+            for (Co::Duration timeout : {Co::Duration(kLong), Co::Duration::zero()}) {
+              bool epipe = false;
+              for (int i = 0; i < 200 && !epipe; ++i) {
+                ssize_t n = (i % 2 == 0) ? client.send(chunk.data(), chunk.size(), timeout)
+                                         : client.send_all(chunk.data(), chunk.size(), timeout);
+                if (n < 0) {
+                  int e = client.error().value();
+                  epipe = e == EPIPE;
+                  if (e != EPIPE && e != ECONNRESET) {
+                    result = 11;
+                    return;
+                  }
+                }
+                if (!epipe) Co::this_coroutine::sleep(1ms);  // let the peer's RST come back
+              }
+              if (!epipe) {
+                result = 12;
                 return;
               }
             }
-            if (!epipe) Co::this_coroutine::sleep(1ms);  // let the peer's RST come back
-          }
-          if (!epipe) {
-            result = 12;
-            return;
-          }
-        }
-        result = 0;
-      });
-      return rc == 0 ? result : 13;
-    });
+            result = 0;
+          });
+          return rc == 0 ? result : 13;
+        }).status;
     INFO("child status " << status
                          << (WIFSIGNALED(status) && WTERMSIG(status) == SIGPIPE
                                  ? " (killed by SIGPIPE)"

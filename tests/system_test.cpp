@@ -33,6 +33,8 @@
 #include <thread>
 #include <vector>
 
+#include "test_util.hpp"
+
 using namespace std::chrono_literals;
 
 // REQUIRE for code that runs inside a coroutine: records the failure and leaves the enclosing
@@ -130,28 +132,6 @@ std::string pattern(size_t size, uint32_t seed) {
     c = static_cast<char>(x >> 11);
   }
   return data;
-}
-
-// Runs fn (returning an exit code) in a forked child with a watchdog; returns the wait status.
-template <class F>
-int run_in_child(F&& fn) {
-  std::fflush(stdout);
-  std::fflush(stderr);
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::alarm(20);
-    int code = 1;
-    try {
-      code = fn();
-    } catch (...) {
-      code = 99;
-    }
-    ::_exit(code);
-  }
-  int status = -1;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return status;
 }
 
 struct Failure {
@@ -293,29 +273,29 @@ TEST_CASE("resolve: a name from /etc/hosts goes through the resolver thread and 
   CAPTURE(name);
   CAPTURE(address);
   // In a child, so that the process-wide cache starts empty.
-  int status = run_in_child([&] {
-    int code = 0;
-    int rc = Co::run([&] {
-      // Not cached yet and no time to wait: ETIMEDOUT without blocking.
-      if (!Co::resolve(name, AF_INET, Co::Duration::zero()).empty()) code = 10;
-      if (code == 0 && Co::last_error().value() != ETIMEDOUT) code = 11;
-      // Asked on a worker thread.
-      std::vector<std::string> answer = Co::resolve(name, AF_INET, kLong);
-      if (code == 0 && !contains(answer, address)) code = 12;
-      // Now cached: a zero timeout succeeds.
-      answer = Co::resolve(name, AF_INET, Co::Duration::zero());
-      if (code == 0 && !contains(answer, address)) code = 13;
-      // Connect resolves the name the same way.
-      Co::Socket listener;
-      if (!listener.bind(address, 0) || !listener.listen()) {
-        if (code == 0) code = 14;
-        return;
-      }
-      Co::Socket client;
-      if (code == 0 && !client.connect(name, listener.local_port(), kLong)) code = 15;
-    });
-    return rc == 0 ? code : 20;
-  });
+  int status = coring_test::run_in_child([&] {
+                 int code = 0;
+                 int rc = Co::run([&] {
+                   // Not cached yet and no time to wait: ETIMEDOUT without blocking.
+                   if (!Co::resolve(name, AF_INET, Co::Duration::zero()).empty()) code = 10;
+                   if (code == 0 && Co::last_error().value() != ETIMEDOUT) code = 11;
+                   // Asked on a worker thread.
+                   std::vector<std::string> answer = Co::resolve(name, AF_INET, kLong);
+                   if (code == 0 && !contains(answer, address)) code = 12;
+                   // Now cached: a zero timeout succeeds.
+                   answer = Co::resolve(name, AF_INET, Co::Duration::zero());
+                   if (code == 0 && !contains(answer, address)) code = 13;
+                   // Connect resolves the name the same way.
+                   Co::Socket listener;
+                   if (!listener.bind(address, 0) || !listener.listen()) {
+                     if (code == 0) code = 14;
+                     return;
+                   }
+                   Co::Socket client;
+                   if (code == 0 && !client.connect(name, listener.local_port(), kLong)) code = 15;
+                 });
+                 return rc == 0 ? code : 20;
+               }).status;
   INFO("child status " << status);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);

@@ -24,6 +24,7 @@
 #include <exception>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace coring_test {
@@ -57,8 +58,9 @@ struct ChildResult {
 };
 
 // Runs fn() in a forked child whose stderr (and stdout) is captured. The child exits with status 0
-// when fn returns, 99 when it throws; it gets an alarm so that a hang fails the test instead of
-// blocking the suite, and no core dump so that an expected crash stays cheap.
+// when fn returns (or fn's own return value, if it returns an int), 99 when it throws; it gets an
+// alarm so that a hang fails the test instead of blocking the suite, and no core dump so that an
+// expected crash stays cheap.
 template <class F>
 ChildResult run_in_child(F&& fn, unsigned timeout_seconds = 20) {
   ChildResult result;
@@ -91,13 +93,18 @@ ChildResult run_in_child(F&& fn, unsigned timeout_seconds = 20) {
     ::signal(SIGABRT, SIG_DFL);
     coring::set_log_sink({});
     coring::set_log_level(coring::LogLevel::info);
+    int code = 0;
     try {
-      fn();
+      if constexpr (std::is_void_v<decltype(fn())>) {
+        fn();
+      } else {
+        code = fn();  // an int: the child's exit status
+      }
     } catch (...) {
       ::_exit(99);
     }
     std::fflush(stderr);
-    ::_exit(0);
+    ::_exit(code);
   }
   ::close(fds[1]);
   char buffer[4096];
