@@ -355,6 +355,17 @@ ssize_t transmit(SocketCore* core, Call& call, const void* data, size_t size, Du
   return result < 0 ? failed(core, result) : result;
 }
 
+bool connect_to(SocketCore* core, Call& call, const SocketAddress& address, int64_t deadline) {
+  int32_t result = call.ring(deadline, [&](io_uring_sqe* sqe) {
+    io_uring_prep_connect(sqe, core->fd, address.get(), address.length);
+  });
+  if (result < 0) {
+    failed(core, result);
+    return false;
+  }
+  return true;
+}
+
 // The timeout a call uses: its argument, or the socket's configured one by default.
 Duration pick(Duration timeout, Duration configured) noexcept {
   return timeout == Socket::kDefaultTimeout ? configured : timeout;
@@ -454,14 +465,7 @@ bool Socket::connect(std::string_view host, uint16_t port, Duration timeout) {
     detail::set_error(core, ECANCELED);
     return false;
   }
-  int32_t result = call.ring(deadline, [&](io_uring_sqe* sqe) {
-    io_uring_prep_connect(sqe, core->fd, address.get(), address.length);
-  });
-  if (result < 0) {
-    detail::failed(core, result);
-    return false;
-  }
-  return true;
+  return detail::connect_to(core, call, address, deadline);
 }
 
 bool Socket::connect(std::string_view unix_path, Duration timeout) {
@@ -477,15 +481,8 @@ bool Socket::connect(std::string_view unix_path, Duration timeout) {
     detail::set_error(core, unix_path.empty() ? EINVAL : ENAMETOOLONG);
     return false;
   }
-  int64_t deadline = detail::deadline_for(detail::pick(timeout, core->connect_timeout));
-  int32_t result = call.ring(deadline, [&](io_uring_sqe* sqe) {
-    io_uring_prep_connect(sqe, core->fd, address.get(), address.length);
-  });
-  if (result < 0) {
-    detail::failed(core, result);
-    return false;
-  }
-  return true;
+  return detail::connect_to(core, call, address,
+                            detail::deadline_for(detail::pick(timeout, core->connect_timeout)));
 }
 
 bool Socket::bind(std::string_view host, uint16_t port) {
