@@ -8,8 +8,9 @@ packages=(
   # build
   g++ clang meson ninja-build pkg-config
   libboost-context-dev liburing-dev libabsl-dev node-llhttp zlib1g-dev
-  # tests and benchmarks
-  doctest-dev libbenchmark-dev curl nginx-light wrk golang-go libboost-fiber-dev
+  # tests and benchmarks (procps: pgrep; util-linux: taskset)
+  doctest-dev libbenchmark-dev curl nginx-light wrk golang-go libboost-fiber-dev procps
+  util-linux
 )
 
 missing=()
