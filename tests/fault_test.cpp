@@ -83,6 +83,18 @@ Split split_result(const std::string& output) {
 
 }  // namespace
 
+namespace {
+
+// The id a child printed first ("CID <n>"), before the failure under test; the failure's message
+// must name it.
+std::string reported_cid(const std::vector<std::string>& lines) {
+  REQUIRE(!lines.empty());
+  REQUIRE(lines[0].rfind("CID ", 0) == 0);
+  return lines[0].substr(4);
+}
+
+}  // namespace
+
 TEST_CASE("a stack overflow ends the process with a message naming the coroutine") {
   // Under ASan the overflow still hits our guard region, and the handler is ours as long as
   // ASan lets user SIGSEGV handlers in (its default), so this runs in both builds.
@@ -116,9 +128,7 @@ TEST_CASE("a stack overflow ends the process with a message naming the coroutine
     CHECK(child.signaled());
     CHECK(child.signal() == SIGSEGV);
     auto lines = split_lines(child.output);
-    REQUIRE(!lines.empty());
-    REQUIRE(lines[0].rfind("CID ", 0) == 0);
-    std::string cid = lines[0].substr(4);
+    std::string cid = reported_cid(lines);
     CHECK(contains(child.output, "stack overflow in coroutine#" + cid + " "));
     CHECK_FALSE(contains(child.output, "RESULT survived"));
   }
@@ -147,9 +157,7 @@ TEST_CASE("an exception escaping a coroutine ends the process naming the corouti
     CHECK(child.signaled());
     CHECK(child.signal() == SIGABRT);  // std::terminate
     auto lines = split_lines(child.output);
-    REQUIRE(!lines.empty());
-    REQUIRE(lines[0].rfind("CID ", 0) == 0);
-    std::string cid = lines[0].substr(4);
+    std::string cid = reported_cid(lines);
     bool named = false;
     for (const std::string& line : lines) {
       if (contains(line, "ERROR") && contains(line, "coroutine#" + cid + " ") &&
@@ -179,9 +187,7 @@ TEST_CASE("a non-std exception or a throwing defer also ends the process naming 
     CHECK(child.signaled());
     CHECK(child.signal() == SIGABRT);
     auto lines = split_lines(child.output);
-    REQUIRE(!lines.empty());
-    REQUIRE(lines[0].rfind("CID ", 0) == 0);
-    std::string cid = lines[0].substr(4);
+    std::string cid = reported_cid(lines);
     bool named = false;
     for (const std::string& line : lines) {
       std::string name = "coroutine#" + cid;

@@ -35,6 +35,7 @@
 #include "test_util.hpp"
 
 using namespace std::chrono_literals;
+using coring_test::TempDir;
 
 // REQUIRE for code that runs inside a coroutine: records the failure and leaves the enclosing
 // function (a REQUIRE would throw, and an exception that escapes a coroutine ends the program).
@@ -99,6 +100,24 @@ bool within(Co::Duration limit, F&& call) {
 
 const char* loopback(Type type) {
   return type == Type::tcp6 || type == Type::udp6 ? "::1" : "127.0.0.1";
+}
+
+// The server side of an echo test: accepts one connection and sends every byte back until the
+// peer closes. Returns how many bytes it echoed; every step must succeed.
+size_t accept_and_echo(Co::Socket& listener, size_t buffer_size) {
+  std::optional<Co::Socket> connection = listener.accept(kLong);
+  CHECK(connection.has_value());
+  if (!connection) return 0;
+  std::vector<char> buffer(buffer_size);
+  size_t echoed = 0;
+  for (;;) {
+    ssize_t n = connection->recv(buffer.data(), buffer.size(), kLong);
+    CHECK(n >= 0);
+    if (n <= 0) break;
+    CHECK(connection->send_all(buffer.data(), static_cast<size_t>(n), kLong) == n);
+    echoed += static_cast<size_t>(n);
+  }
+  return echoed;
 }
 
 // Bytes that never repeat in a short period, so that a lost, duplicated or reordered chunk
@@ -197,26 +216,6 @@ Pair tcp_pair(Type type = Type::tcp, bool small_buffers = false) {
   return pair;
 }
 
-// A private directory for Unix socket paths, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    char name[] = "/tmp/coring-socket-test-XXXXXX";
-    if (::mkdtemp(name) != nullptr) path_ = name;
-    REQUIRE(!path_.empty());
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(std::string_view name) const { return path_ + "/" + std::string(name); }
-
- private:
-  std::string path_;
-};
-
 std::string abstract_name(std::string_view what) {
   static std::atomic<int> counter{0};
   return "@coring-test-" + std::to_string(::getpid()) + "-" + std::string(what) + "-" +
@@ -281,18 +280,7 @@ static void echo_one_mebibyte(Type type) {
     Co::WaitGroup done;
     done.add(1);
     Co::create([&] {
-      std::optional<Co::Socket> connection = listener.accept(kLong);
-      CHECK(connection.has_value());
-      if (connection) {
-        std::vector<char> buffer(64 * 1024);
-        for (;;) {
-          ssize_t n = connection->recv(buffer.data(), buffer.size(), kLong);
-          CHECK(n >= 0);
-          if (n <= 0) break;
-          CHECK(connection->send_all(buffer.data(), static_cast<size_t>(n), kLong) == n);
-          server_echoed += static_cast<size_t>(n);
-        }
-      }
+      server_echoed = accept_and_echo(listener, 64 * 1024);
       done.done();
     });
     Co::Socket client(type);
@@ -1688,17 +1676,7 @@ static void unix_stream_round_trip(const std::string& path) {
     Co::WaitGroup wg;
     wg.add(1);
     Co::create([&] {
-      std::optional<Co::Socket> connection = listener.accept(kLong);
-      CHECK(connection.has_value());
-      if (connection) {
-        std::vector<char> buffer(32 * 1024);
-        for (;;) {
-          ssize_t n = connection->recv(buffer.data(), buffer.size(), kLong);
-          CHECK(n >= 0);
-          if (n <= 0) break;
-          CHECK(connection->send_all(buffer.data(), static_cast<size_t>(n), kLong) == n);
-        }
-      }
+      accept_and_echo(listener, 32 * 1024);
       wg.done();
     });
     Co::Socket client(Type::unix_stream);

@@ -36,6 +36,7 @@
 #include "test_util.hpp"
 
 using namespace std::chrono_literals;
+using coring_test::TempDir;
 
 // REQUIRE for code that runs inside a coroutine: records the failure and leaves the enclosing
 // function (a REQUIRE would throw, and an exception that escapes a coroutine ends the program).
@@ -101,26 +102,6 @@ std::optional<std::pair<std::string, std::string>> hosts_file_entry() {
   }
   return std::nullopt;
 }
-
-class TempDir {
- public:
-  TempDir() {
-    char name[] = "/tmp/coring-system-test-XXXXXX";
-    if (::mkdtemp(name) != nullptr) path_ = name;
-    REQUIRE(!path_.empty());
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string file(std::string_view name) const { return path_ + "/" + std::string(name); }
-
- private:
-  std::string path_;
-};
 
 std::string pattern(size_t size, uint32_t seed) {
   std::string data(size, '\0');

@@ -7,9 +7,11 @@
 // - LogCapture: routes coring's log into a vector for the lifetime of the object, then restores
 //   the default sink (stderr) and the level it found.
 // - Counted: bumps a counter when destroyed, to count unwound locals.
+// - TempDir: a private directory removed with its contents.
 // - sanitized(): true in the ASan+UBSan build (scripts/test.sh also sets CORING_SANITIZED=1).
 #pragma once
 
+#include <doctest/doctest.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -22,8 +24,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <type_traits>
 #include <vector>
 
@@ -214,5 +218,26 @@ using Clock = std::chrono::steady_clock;
 inline std::chrono::milliseconds elapsed_ms(Clock::time_point since) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since);
 }
+
+// A private directory (for Unix socket paths, files), removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    char name[] = "/tmp/coring-test-XXXXXX";
+    if (::mkdtemp(name) != nullptr) path_ = name;
+    REQUIRE(!path_.empty());
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(std::string_view name) const { return path_ + "/" + std::string(name); }
+
+ private:
+  std::string path_;
+};
 
 }  // namespace coring_test
