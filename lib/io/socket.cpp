@@ -177,6 +177,13 @@ bool open_for_call(SocketCore* core) noexcept {
   return false;
 }
 
+// The result of a plain syscall on the socket: true, or false with errno recorded.
+bool syscall_succeeded(SocketCore* core, int result) noexcept {
+  if (result == 0) return true;
+  set_error(core, errno);
+  return false;
+}
+
 // Marks the socket closed and cancels whatever waits on it. Returns false if it already was.
 // Ends the wait of the coroutine holding one side of the socket: its ring operation, or the
 // name resolution connect() may be waiting for.
@@ -506,21 +513,13 @@ bool Socket::bind(std::string_view host, uint16_t port) {
       ::setsockopt(core->fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
     }
   }
-  if (::bind(core->fd, address.get(), address.length) != 0) {
-    detail::set_error(core, errno);
-    return false;
-  }
-  return true;
+  return detail::syscall_succeeded(core, ::bind(core->fd, address.get(), address.length));
 }
 
 bool Socket::listen(int backlog) {
   SocketCore* const core = core_;
   if (!detail::open_for_call(core)) return false;
-  if (::listen(core->fd, backlog) != 0) {
-    detail::set_error(core, errno);
-    return false;
-  }
-  return true;
+  return detail::syscall_succeeded(core, ::listen(core->fd, backlog));
 }
 
 std::optional<Socket> Socket::accept(Duration timeout) {
@@ -778,11 +777,7 @@ ssize_t Socket::recvfrom(void* buffer, size_t size, std::string* host, uint16_t*
 bool Socket::shutdown(int how) {
   SocketCore* const core = core_;
   if (!detail::open_for_call(core)) return false;
-  if (::shutdown(core->fd, how) != 0) {
-    detail::set_error(core, errno);
-    return false;
-  }
-  return true;
+  return detail::syscall_succeeded(core, ::shutdown(core->fd, how));
 }
 
 bool Socket::close() {
@@ -855,11 +850,7 @@ void Socket::set_protocol(const Protocol& protocol) {
 namespace {
 bool set_option(SocketCore* core, int level, int name, const void* value, socklen_t length) {
   if (!detail::open_for_call(core)) return false;
-  if (::setsockopt(core->fd, level, name, value, length) != 0) {
-    detail::set_error(core, errno);
-    return false;
-  }
-  return true;
+  return detail::syscall_succeeded(core, ::setsockopt(core->fd, level, name, value, length));
 }
 }  // namespace
 
