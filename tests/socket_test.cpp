@@ -1921,3 +1921,77 @@ TEST_CASE("options: bad values and closed sockets fail with the errno, the socke
   });
   CHECK(rc == 0);
 }
+
+TEST_CASE("bad input: bind, listen, sendto and connect fail with the errno and change nothing") {
+  TempDir dir;
+  int rc = Co::run([&] {
+    Co::Socket first(Type::tcp);
+    CO_REQUIRE(first.bind("127.0.0.1", 0));
+    CO_REQUIRE(first.listen());
+    Co::Socket second(Type::tcp);
+    CHECK_FALSE(second.bind("127.0.0.1", first.local_port()));  // taken
+    CHECK(second.error() == std::errc::address_in_use);
+    CHECK_FALSE(second.error_message().empty());
+    CHECK_FALSE(second.bind("bad..name", 0));  // malformed: no query is sent
+    CHECK(second.error() == std::errc::invalid_argument);
+    CHECK_FALSE(second.bind("::1", 0));  // an IPv6 address for an IPv4 socket
+    CHECK(second.error().value() == ENXIO);
+    CHECK(second.bind("127.0.0.1", 0));  // still usable
+
+    Co::Socket unix_socket(Type::unix_stream);
+    CHECK_FALSE(unix_socket.bind(std::string(200, 'x')));  // longer than sun_path
+    CHECK(unix_socket.error() == std::errc::filename_too_long);
+    CHECK_FALSE(unix_socket.bind(""));
+    CHECK(unix_socket.error() == std::errc::invalid_argument);
+    CHECK_FALSE(unix_socket.connect(dir.file("nobody-listens")));
+    CHECK((unix_socket.error() == std::errc::no_such_file_or_directory ||
+           unix_socket.error() == std::errc::connection_refused));
+
+    Co::Socket udp(Type::udp);
+    CHECK_FALSE(udp.listen());  // datagram sockets do not listen
+    CHECK(udp.error() == std::errc::operation_not_supported);
+    CHECK(udp.sendto("bad..name", 9, "x", 1) == -1);
+    CHECK(udp.error() == std::errc::invalid_argument);
+    CHECK(udp.sendto("::1", 9, "x", 1) == -1);
+    CHECK(udp.error().value() == ENXIO);
+
+    Co::Socket tcp(Type::tcp);
+    CHECK_FALSE(tcp.connect(dir.file("a-path")));  // a path needs a Unix socket
+    CHECK(tcp.error() == std::errc::invalid_argument);
+    CHECK_FALSE(tcp.connect("bad..name", 80, kLong));
+    CHECK(tcp.error() == std::errc::invalid_argument);
+  });
+  CHECK(rc == 0);
+}
+
+TEST_CASE("bad input: an adopted -1, a moved-from socket and waits outside a coroutine") {
+  Co::Socket adopted(-1, Type::tcp);
+  CHECK(adopted.fd() == -1);
+  CHECK_FALSE(adopted.is_open());
+  CHECK(adopted.error() == std::errc::bad_file_descriptor);
+
+  Co::Socket original(Type::tcp);
+  CHECK(original.bind("127.0.0.1", 0));
+  CHECK(original.listen());
+  Co::Socket moved(std::move(original));
+  CHECK(moved.is_open());
+  CHECK(original.fd() == -1);  // NOLINT(bugprone-use-after-move): the moved-from state is tested
+  CHECK(original.error() == std::errc::bad_file_descriptor);
+  CHECK_FALSE(original.listen());
+  CHECK_FALSE(original.close());
+
+  // Outside a container a call that would wait fails at once with EPERM; the socket stays fine.
+  char byte;
+  CHECK(moved.recv(&byte, 1, kLong) == -1);
+  CHECK(moved.error() == std::errc::operation_not_permitted);
+  CHECK_FALSE(moved.accept(kLong).has_value());
+  CHECK(moved.error() == std::errc::operation_not_permitted);
+  uint16_t port = moved.local_port();
+  int rc = Co::run([&] {
+    Co::Socket client(Type::tcp);
+    CHECK(client.connect("127.0.0.1", port, kLong));
+    std::optional<Co::Socket> accepted = moved.accept(kLong);
+    CHECK(accepted.has_value());
+  });
+  CHECK(rc == 0);
+}
