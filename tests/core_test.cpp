@@ -1134,3 +1134,17 @@ TEST_CASE("the coroutine table (id -> coroutine) agrees with a map over many pag
   CHECK(table.find(-5) == nullptr);
   CHECK(table.find(next_id + 100'000) == nullptr);
 }
+
+TEST_CASE("limits: run() whose first coroutine cannot start returns -1 and says why") {
+  LogCapture logs;
+  Co::RunOptions options;
+  options.max_coroutines = 0;
+  bool ran = false;
+  int rc = Co::run([&] { ran = true; }, options);
+  CHECK(rc == -1);
+  CHECK_FALSE(ran);
+  CHECK(Co::last_error() == std::errc::resource_unavailable_try_again);
+  // The container is gone: the thread can run another one.
+  CHECK(Co::run([&] { ran = true; }) == 0);
+  CHECK(ran);
+}
