@@ -378,6 +378,26 @@ Duration pick(Duration timeout, Duration configured) noexcept {
   return timeout == Socket::kDefaultTimeout ? configured : timeout;
 }
 
+// Reads are refused once a packet was too large: the stream cannot be re-synchronised.
+bool readable(SocketCore* core) noexcept {
+  if (!core->read_broken) return true;
+  set_error(core, EMSGSIZE, "a packet exceeded package_max_length");
+  return false;
+}
+
+size_t unread(SocketCore* core);
+
+// recv()/recv_all() after recv_packet(): the bytes it buffered come first. Returns how many
+// were copied (0 when nothing was buffered).
+size_t take_buffered(SocketCore* core, void* out, size_t size) {
+  size_t n = std::min(size, unread(core));
+  if (n == 0) return 0;
+  std::memcpy(out, core->buffer.data() + core->begin, n);
+  core->begin += n;
+  if (core->begin == core->end) core->begin = core->end = core->eof_scan_from = 0;
+  return n;
+}
+
 // Drops the packet handed out last and reports how many buffered bytes are unread.
 size_t unread(SocketCore* core) {
   core->begin += core->packet_size;
@@ -555,17 +575,8 @@ ssize_t Socket::recv(void* buffer, size_t size, Duration timeout) {
   SocketCore* const core = core_;
   Call call(core, true);
   if (!call.ok()) return -1;
-  if (core->read_broken) {
-    detail::set_error(core, EMSGSIZE);
-    return -1;
-  }
-  if (size_t buffered = detail::unread(core); buffered > 0) {
-    size_t n = std::min(size, buffered);
-    std::memcpy(buffer, core->buffer.data() + core->begin, n);
-    core->begin += n;
-    if (core->begin == core->end) core->begin = core->end = core->eof_scan_from = 0;
-    return static_cast<ssize_t>(n);
-  }
+  if (!detail::readable(core)) return -1;
+  if (size_t n = detail::take_buffered(core, buffer, size); n > 0) return static_cast<ssize_t>(n);
   return detail::receive(core, call, buffer, size, detail::pick(timeout, core->read_timeout));
 }
 
@@ -580,19 +591,10 @@ ssize_t Socket::recv_all(void* buffer, size_t size, Duration timeout) {
   SocketCore* const core = core_;
   Call call(core, true);
   if (!call.ok()) return -1;
-  if (core->read_broken) {
-    detail::set_error(core, EMSGSIZE);
-    return -1;
-  }
+  if (!detail::readable(core)) return -1;
   int64_t deadline = detail::deadline_for(detail::pick(timeout, core->read_timeout));
   auto* out = static_cast<char*>(buffer);
-  size_t got = 0;
-  if (size_t buffered = detail::unread(core); buffered > 0) {
-    got = std::min(size, buffered);
-    std::memcpy(out, core->buffer.data() + core->begin, got);
-    core->begin += got;
-    if (core->begin == core->end) core->begin = core->end = core->eof_scan_from = 0;
-  }
+  size_t got = detail::take_buffered(core, out, size);
   core->error = 0;
   core->error_text = nullptr;
   while (got < size) {
@@ -632,16 +634,13 @@ std::optional<std::string_view> Socket::recv_packet(Duration timeout) {
     detail::set_error(core, EINVAL, "invalid Protocol: see set_protocol()");
     return std::nullopt;
   }
-  if (core->read_broken) {
-    detail::set_error(core, EMSGSIZE, "a packet exceeded package_max_length");
-    return std::nullopt;
-  }
+  if (!detail::readable(core)) return std::nullopt;
   detail::unread(core);
   int64_t deadline = detail::deadline_for(detail::pick(timeout, core->read_timeout));
   size_t max_length = core->protocol.package_max_length;
   auto oversize = [core]() -> std::optional<std::string_view> {
     core->read_broken = true;
-    detail::set_error(core, EMSGSIZE, "a packet exceeded package_max_length");
+    detail::readable(core);  // records EMSGSIZE
     return std::nullopt;
   };
   for (;;) {
