@@ -37,15 +37,6 @@
 using namespace std::chrono_literals;
 using coring_test::TempDir;
 
-// REQUIRE for code that runs inside a coroutine: records the failure and leaves the enclosing
-// function (a REQUIRE would throw, and an exception that escapes a coroutine ends the program).
-#define CO_REQUIRE(...)                          \
-  do {                                           \
-    bool co_require_ok_ = !!(__VA_ARGS__);       \
-    CHECK_MESSAGE(co_require_ok_, #__VA_ARGS__); \
-    if (!co_require_ok_) return;                 \
-  } while (false)
-
 using Type = Co::Socket::Type;
 using Clock = std::chrono::steady_clock;
 

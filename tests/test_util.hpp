@@ -31,6 +31,15 @@
 #include <type_traits>
 #include <vector>
 
+// REQUIRE for code that runs inside a coroutine: records the failure and leaves the enclosing
+// function (a REQUIRE would throw, and an exception that escapes a coroutine ends the program).
+#define CO_REQUIRE(...)                          \
+  do {                                           \
+    bool co_require_ok_ = !!(__VA_ARGS__);       \
+    CHECK_MESSAGE(co_require_ok_, #__VA_ARGS__); \
+    if (!co_require_ok_) return;                 \
+  } while (false)
+
 namespace coring_test {
 
 inline bool sanitized() {
