@@ -35,6 +35,7 @@
 #include "test_util.hpp"
 
 using namespace std::chrono_literals;
+using coring_test::pattern;
 using coring_test::TempDir;
 
 using Type = Co::Socket::Type;
@@ -109,20 +110,6 @@ size_t accept_and_echo(Co::Socket& listener, size_t buffer_size) {
     echoed += static_cast<size_t>(n);
   }
   return echoed;
-}
-
-// Bytes that never repeat in a short period, so that a lost, duplicated or reordered chunk
-// shows up in a comparison.
-std::string pattern(size_t size, uint32_t seed) {
-  std::string data(size, '\0');
-  uint32_t x = seed * 2654435761u + 0x9e3779b9u;
-  for (char& c : data) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    c = static_cast<char>(x >> 11);
-  }
-  return data;
 }
 
 bool set_int_option(int fd, int level, int name, int value) {
@@ -251,6 +238,37 @@ Packets read_packets(Co::Socket& socket) {
     }
     out.packets.emplace_back(*packet);
   }
+}
+
+// Sends a stream with send(client, server_fd) over a fresh TCP pair, half-closes, and reads it
+// back with recv_packet() under `protocol` until the peer's close.
+template <class Send>
+Packets read_framed(const Co::Protocol& protocol, Send&& send) {
+  Packets out;
+  int rc = Co::run([&] {
+    Pair p = tcp_pair();
+    CO_REQUIRE(p.ok);
+    p.server.set_protocol(protocol);
+    Co::WaitGroup wg;
+    wg.add(1);
+    Co::create([&] {
+      out = read_packets(p.server);
+      wg.done();
+    });
+    send(p.client, p.server.fd());
+    CHECK(p.client.shutdown(SHUT_WR));
+    CHECK(settle(wg));
+  });
+  CHECK(rc == 0);
+  return out;
+}
+
+// The whole stream in one send.
+auto send_coalesced(std::string_view stream) {
+  return [stream](Co::Socket& client, int) {
+    CHECK(client.send_all(stream.data(), stream.size(), kLong) ==
+          static_cast<ssize_t>(stream.size()));
+  };
 }
 
 }  // namespace
@@ -1206,43 +1224,23 @@ TEST_CASE("recv_packet: EOF framing, packets coalesced in one send and split byt
         "hello" + eof, eof, "a longer packet, with spaces" + eof, std::string(3000, 'z') + eof};
     std::string stream;
     for (const auto& packet : packets) stream += packet;
-    Packets coalesced, split;
-    int rc = Co::run([&] {
-      for (bool bytewise : {false, true}) {
-        Pair p = tcp_pair();
-        if (!p.ok) return;
-        Co::Protocol protocol;
-        protocol.eof = eof;
-        p.server.set_protocol(protocol);
-        Co::WaitGroup wg;
-        wg.add(1);
-        Packets& out = bytewise ? split : coalesced;
-        Co::create([&] {
-          out = read_packets(p.server);
-          wg.done();
-        });
-        if (bytewise) {
-          // A 3000-byte packet one byte at a time is slow; split the small ones bytewise and
-          // the large one in uneven chunks.
-          std::string_view rest = stream;
-          std::string_view small = rest.substr(0, rest.size() - packets.back().size());
-          CHECK(send_bytewise(p.client, p.server.fd(), small));
-          rest.remove_prefix(small.size());
-          for (size_t chunk = 1; !rest.empty(); chunk = chunk * 3 + 1) {
-            size_t n = std::min(chunk, rest.size());
-            CHECK(p.client.send_all(rest.data(), n, kLong) == static_cast<ssize_t>(n));
-            CHECK(until_drained(p.server.fd()));
-            rest.remove_prefix(n);
-          }
-        } else {
-          CHECK(p.client.send_all(stream.data(), stream.size(), kLong) ==
-                static_cast<ssize_t>(stream.size()));
-        }
-        CHECK(p.client.shutdown(SHUT_WR));
-        CHECK(settle(wg));
+    Co::Protocol protocol;
+    protocol.eof = eof;
+    Packets coalesced = read_framed(protocol, send_coalesced(stream));
+    // A 3000-byte packet one byte at a time is slow; split the small ones bytewise and the
+    // large one in uneven chunks.
+    Packets split = read_framed(protocol, [&](Co::Socket& client, int server_fd) {
+      std::string_view rest = stream;
+      std::string_view small = rest.substr(0, rest.size() - packets.back().size());
+      CHECK(send_bytewise(client, server_fd, small));
+      rest.remove_prefix(small.size());
+      for (size_t chunk = 1; !rest.empty(); chunk = chunk * 3 + 1) {
+        size_t n = std::min(chunk, rest.size());
+        CHECK(client.send_all(rest.data(), n, kLong) == static_cast<ssize_t>(n));
+        CHECK(until_drained(server_fd));
+        rest.remove_prefix(n);
       }
     });
-    CHECK(rc == 0);
     CHECK(coalesced.packets == packets);
     CHECK(coalesced.ended_cleanly);
     CHECK(split.packets == packets);
@@ -1349,30 +1347,10 @@ TEST_CASE("recv_packet: length framing for C, n, N, v, V with offsets, coalesced
         length_packet(protocol, "x", 'a'), length_packet(protocol, pattern(17, 1), 'd')};
     std::string stream;
     for (const auto& packet : packets) stream += packet;
-    Packets coalesced, split;
-    int rc = Co::run([&] {
-      for (bool bytewise : {false, true}) {
-        Pair p = tcp_pair();
-        if (!p.ok) return;
-        p.server.set_protocol(protocol);
-        Co::WaitGroup wg;
-        wg.add(1);
-        Packets& out = bytewise ? split : coalesced;
-        Co::create([&] {
-          out = read_packets(p.server);
-          wg.done();
-        });
-        if (bytewise) {
-          CHECK(send_bytewise(p.client, p.server.fd(), stream));
-        } else {
-          CHECK(p.client.send_all(stream.data(), stream.size(), kLong) ==
-                static_cast<ssize_t>(stream.size()));
-        }
-        CHECK(p.client.shutdown(SHUT_WR));
-        CHECK(settle(wg));
-      }
+    Packets coalesced = read_framed(protocol, send_coalesced(stream));
+    Packets split = read_framed(protocol, [&](Co::Socket& client, int server_fd) {
+      CHECK(send_bytewise(client, server_fd, stream));
     });
-    CHECK(rc == 0);
     CHECK(coalesced.error == 0);
     CHECK(coalesced.packets == packets);
     CHECK(coalesced.ended_cleanly);

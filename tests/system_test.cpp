@@ -36,6 +36,7 @@
 #include "test_util.hpp"
 
 using namespace std::chrono_literals;
+using coring_test::pattern;
 using coring_test::TempDir;
 
 namespace {
@@ -92,18 +93,6 @@ std::optional<std::pair<std::string, std::string>> hosts_file_entry() {
     }
   }
   return std::nullopt;
-}
-
-std::string pattern(size_t size, uint32_t seed) {
-  std::string data(size, '\0');
-  uint32_t x = seed * 2654435761u + 0x9e3779b9u;
-  for (char& c : data) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    c = static_cast<char>(x >> 11);
-  }
-  return data;
 }
 
 struct Failure {

@@ -20,6 +20,7 @@
 #include <cerrno>
 #include <chrono>
 #include <coring/log.hpp>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -248,5 +249,19 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// Bytes that never repeat in a short period, so that a lost, duplicated or reordered chunk
+// shows up in a comparison.
+inline std::string pattern(size_t size, uint32_t seed) {
+  std::string data(size, '\0');
+  uint32_t x = seed * 2654435761u + 0x9e3779b9u;
+  for (char& c : data) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    c = static_cast<char>(x >> 11);
+  }
+  return data;
+}
 
 }  // namespace coring_test
