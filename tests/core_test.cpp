@@ -13,6 +13,7 @@
 #include <mutex>
 #include <random>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -71,6 +72,24 @@ TEST_CASE("run: returns only once every coroutine has ended") {
   CHECK(child_done);
   CHECK(Co::stats().coroutine_num == 0);
   CHECK(Co::list().empty());
+}
+
+TEST_CASE("run: a main function whose copy throws: the exception reaches the caller, nothing ran") {
+  struct ThrowsWhenCopied {
+    int* ran;
+    explicit ThrowsWhenCopied(int* r) : ran(r) {}
+    ThrowsWhenCopied(const ThrowsWhenCopied&) { throw std::runtime_error("no copies"); }
+    void operator()() const { ++*ran; }
+  };
+  int ran = 0;
+  const ThrowsWhenCopied main(&ran);  // an lvalue: run() copies it onto the coroutine's stack
+  CHECK_THROWS_AS(Co::run(main), std::runtime_error);
+  CHECK(ran == 0);
+  // The thread is free again: the next container starts (it would fail with EBUSY if the
+  // failed one were still registered).
+  CHECK(Co::run([&] { ++ran; }) == 0);
+  CHECK(ran == 1);
+  CHECK(Co::this_coroutine::id() == -1);
 }
 
 TEST_CASE("run: containers run one after another and on several threads at once") {

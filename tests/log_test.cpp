@@ -5,6 +5,7 @@
 
 #include <coring/coring.hpp>
 #include <cstdio>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -109,4 +110,69 @@ TEST_CASE("the default sink writes one line to stderr with the level name, pid a
   CHECK(lines[1].find("cid=" + std::to_string(cid) + "] ERROR inside message") !=
         std::string::npos);
   CHECK(cid > 0);
+}
+
+// ---- what a sink may do ------------------------------------------------------------------------
+
+TEST_CASE("a sink that logs: its own message goes to stderr, the outer one to the sink") {
+  coring_test::ChildResult child = coring_test::run_in_child([] {
+    std::vector<std::string> seen;
+    Co::set_log_sink([&](Co::LogLevel, long, std::string_view message) {
+      seen.emplace_back(message);
+      Co::log(Co::LogLevel::warning, "logged from inside the sink");  // re-entry
+    });
+    Co::log(Co::LogLevel::warning, "outer");
+    Co::run([] { Co::log(Co::LogLevel::warning, "outer, in a coroutine"); });
+    Co::set_log_sink({});
+    return seen == std::vector<std::string>{"outer", "outer, in a coroutine"} ? 0 : 1;
+  });
+  CHECK_MESSAGE(child.exit_code() == 0, child.describe());
+  CHECK(child.output.find("WARNING logged from inside the sink") != std::string::npos);
+}
+
+TEST_CASE("a sink that waits on coring I/O: the other coroutines log meanwhile, none is lost") {
+  // The sink hands every message to a logger coroutine over an unbuffered channel, so a
+  // coroutine that logs waits there while the others run and log too.
+  coring_test::ChildResult child = coring_test::run_in_child(
+      [] {
+        std::vector<std::string> written;
+        int rc = Co::run([&] {
+          Co::Channel<std::string> lines(0);
+          long logger = Co::create([&] {
+            while (auto line = lines.pop()) written.push_back(*line);
+          });
+          Co::set_log_sink([&](Co::LogLevel, long cid, std::string_view message) {
+            if (cid != logger) lines.push(std::string(message));
+          });
+          Co::WaitGroup wg;
+          for (int i = 0; i < 20; ++i) {
+            wg.add(1);
+            Co::create([&, i] {
+              for (int j = 0; j < 5; ++j) {
+                Co::log(Co::LogLevel::warning, std::to_string(i) + "." + std::to_string(j));
+              }
+              wg.done();
+            });
+          }
+          wg.wait();
+          Co::set_log_sink({});
+          lines.close();
+        });
+        return rc == 0 && written.size() == 100 ? 0 : 1;
+      },
+      10);
+  CHECK_MESSAGE(child.exit_code() == 0, child.describe());
+}
+
+TEST_CASE("a sink that throws: the exception does not escape, the message reaches stderr") {
+  coring_test::ChildResult child = coring_test::run_in_child([] {
+    Co::set_log_sink([](Co::LogLevel, long, std::string_view) { throw std::runtime_error("x"); });
+    Co::log(Co::LogLevel::warning, "still written");
+    int rc = Co::run([] { Co::log(Co::LogLevel::error, "from a coroutine"); });
+    Co::set_log_sink({});
+    return rc;
+  });
+  CHECK_MESSAGE(child.exit_code() == 0, child.describe());
+  CHECK(child.output.find("WARNING still written") != std::string::npos);
+  CHECK(child.output.find("ERROR from a coroutine") != std::string::npos);
 }

@@ -36,6 +36,7 @@
 #include "test_util.hpp"
 
 using namespace std::chrono_literals;
+using coring_test::hosts_file_entry;
 using coring_test::pattern;
 using coring_test::TempDir;
 
@@ -59,40 +60,6 @@ std::string describe(const std::vector<std::string>& list) {
   std::string text = "{";
   for (const auto& item : list) text += (text.size() > 1 ? ", " : "") + item;
   return text + "}";
-}
-
-// A name other than localhost that /etc/hosts maps to an IPv4 address, and that address; only
-// when /etc/nsswitch.conf says "hosts: files ..." (so glibc answers from the file and never
-// asks a DNS server). Nothing otherwise.
-std::optional<std::pair<std::string, std::string>> hosts_file_entry() {
-  std::ifstream nsswitch("/etc/nsswitch.conf");
-  std::string line;
-  bool files_first = false;
-  while (std::getline(nsswitch, line)) {
-    std::istringstream words(line);
-    std::string key, first;
-    words >> key >> first;
-    if (key == "hosts:") files_first = first == "files";
-  }
-  if (!files_first) return std::nullopt;
-  std::ifstream hosts("/etc/hosts");
-  while (std::getline(hosts, line)) {
-    line = line.substr(0, line.find('#'));
-    std::istringstream words(line);
-    std::string address, name;
-    if (!(words >> address) || address.find('.') == std::string::npos ||
-        address.find(':') != std::string::npos) {
-      continue;
-    }
-    while (words >> name) {
-      bool plain = !name.empty() && name.size() < 64 && name.front() != '-' && name.back() != '-' &&
-                   name.find("localhost") == std::string::npos &&
-                   std::all_of(name.begin(), name.end(),
-                               [](unsigned char c) { return std::isalnum(c) || c == '-'; });
-      if (plain) return std::make_pair(name, address);
-    }
-  }
-  return std::nullopt;
 }
 
 struct Failure {
@@ -585,4 +552,65 @@ TEST_CASE("read_file/write_file: coroutines doing file I/O at once each get thei
   });
   CHECK(rc == 0);
   CHECK(intact == kFiles);
+}
+
+TEST_CASE("deadlock: offload, resolve and files in destructors of unwound coroutines") {
+  // While a coroutine is unwound (an exception in flight, so nothing may throw), offload()
+  // runs its function right there (it has no failure value), resolve() fails at once with
+  // ECANCELED, and files are read with plain syscalls: nothing waits, run() returns EDEADLK.
+  coring_test::TempDir dir;
+  const std::string path = dir.file("kept");
+  REQUIRE(Co::write_file(path, "kept"));
+  coring_test::ChildResult child = coring_test::run_in_child(
+      [&] {
+        coring_test::LogCapture logs;
+        int offloaded = 0, resolve_error = 0;
+        std::string read_back;
+        struct WorksWhenDestroyed {
+          int* offloaded;
+          int* resolve_error;
+          std::string* read_back;
+          const std::string* path;
+          ~WorksWhenDestroyed() {
+            *offloaded = Co::offload([] { return 7; });
+            if (Co::resolve("example.com", AF_INET, Co::kForever).empty()) {
+              *resolve_error = Co::last_error().value();
+            }
+            *read_back = Co::read_file(*path).value_or("");
+          }
+        };
+        Co::Channel<int> never(0);
+        int rc = Co::run([&] {
+          WorksWhenDestroyed guard{&offloaded, &resolve_error, &read_back, &path};
+          never.pop();
+        });
+        bool ok = rc == -1 && offloaded == 7 && resolve_error == ECANCELED && read_back == "kept";
+        if (!ok) {
+          std::fprintf(stderr, "rc=%d offloaded=%d resolve=%d read=%s\n", rc, offloaded,
+                       resolve_error, read_back.c_str());
+        }
+        return ok ? 0 : 1;
+      },
+      20);
+  CHECK_MESSAGE(child.exit_code() == 0, child.describe());
+}
+
+TEST_CASE("resolve: a NUL inside the name is EINVAL; IPv6 literals with a scope id resolve") {
+  using namespace std::string_view_literals;
+  auto check_all = [] {
+    CHECK(Co::resolve("127.0.0.1\0evil"sv).empty());
+    CHECK(Co::last_error() == std::errc::invalid_argument);
+    CHECK(Co::resolve("localhost\0.example.com"sv).empty());
+    CHECK(Co::last_error() == std::errc::invalid_argument);
+    CHECK(Co::resolve("fe80::1%lo") == std::vector<std::string>{"fe80::1%lo"});
+    CHECK(Co::resolve("[fe80::1%lo]", AF_INET6) == std::vector<std::string>{"fe80::1%lo"});
+    CHECK(Co::resolve("::1%lo", AF_INET6) == std::vector<std::string>{"::1%lo"});
+    CHECK(Co::resolve("fe80::1%1") == std::vector<std::string>{"fe80::1%lo"});  // lo is 1
+    CHECK(Co::resolve("fe80::1%no-such-interface").empty());
+    CHECK(Co::last_error() == std::errc::invalid_argument);
+    CHECK(Co::resolve("fe80::1%").empty());
+    CHECK(Co::resolve("127.0.0.1%lo").empty());  // a scope is IPv6 only
+  };
+  check_all();  // outside a container
+  CHECK(Co::run(check_all) == 0);
 }

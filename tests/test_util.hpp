@@ -17,6 +17,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <coring/log.hpp>
@@ -26,10 +28,14 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <system_error>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 // REQUIRE for code that runs inside a coroutine: records the failure and leaves the enclosing
@@ -262,6 +268,40 @@ inline std::string pattern(size_t size, uint32_t seed) {
     c = static_cast<char>(x >> 11);
   }
   return data;
+}
+
+// A name other than localhost that /etc/hosts maps to an IPv4 address, and that address; only
+// when /etc/nsswitch.conf says "hosts: files ..." (so glibc answers from the file and never
+// asks a DNS server). Nothing otherwise.
+inline std::optional<std::pair<std::string, std::string>> hosts_file_entry() {
+  std::ifstream nsswitch("/etc/nsswitch.conf");
+  std::string line;
+  bool files_first = false;
+  while (std::getline(nsswitch, line)) {
+    std::istringstream words(line);
+    std::string key, first;
+    words >> key >> first;
+    if (key == "hosts:") files_first = first == "files";
+  }
+  if (!files_first) return std::nullopt;
+  std::ifstream hosts("/etc/hosts");
+  while (std::getline(hosts, line)) {
+    line = line.substr(0, line.find('#'));
+    std::istringstream words(line);
+    std::string address, name;
+    if (!(words >> address) || address.find('.') == std::string::npos ||
+        address.find(':') != std::string::npos) {
+      continue;
+    }
+    while (words >> name) {
+      bool plain = !name.empty() && name.size() < 64 && name.front() != '-' && name.back() != '-' &&
+                   name.find("localhost") == std::string::npos &&
+                   std::all_of(name.begin(), name.end(),
+                               [](unsigned char c) { return std::isalnum(c) || c == '-'; });
+      if (plain) return std::make_pair(name, address);
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace coring_test

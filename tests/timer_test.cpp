@@ -3,6 +3,7 @@
 // Assertions inside coroutines use CHECK only (a REQUIRE would throw out of the coroutine).
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <coring/coring.hpp>
 #include <cstdint>
 #include <memory>
@@ -31,6 +32,67 @@ TEST_CASE("sleep: concurrent sleeps of different lengths end in deadline order")
   });
   CHECK(rc == 0);
   CHECK(order == std::vector<int>{0, 20, 40, 60, 80, 100});
+}
+
+// Conversions that would overflow int64 nanoseconds saturate: longer than ~292 years is
+// forever, more negative is "do not wait", NaN is zero; floating-point durations convert.
+static_assert(Co::Duration(std::chrono::hours::max()) == Co::kForever);
+static_assert(Co::Duration(std::chrono::seconds::max()) == Co::kForever);
+static_assert(Co::Duration(std::chrono::years(300)) == Co::kForever);
+static_assert(Co::Duration(std::chrono::hours::min()) < Co::Duration::zero());
+static_assert(Co::Duration(std::chrono::hours::min()) != Co::Duration::min());
+static_assert(Co::Duration(std::chrono::duration<double>(0.5)) == 500ms);
+static_assert(Co::Duration(std::chrono::duration<unsigned long long, std::milli>(~0ULL)) ==
+              Co::kForever);
+static_assert(Co::Duration(std::chrono::years(1)) == std::chrono::seconds(31556952));
+
+TEST_CASE("sleep: durations too long to count in nanoseconds wait forever; negative ones not") {
+  const std::vector<Co::Duration> forever = {
+      std::chrono::hours::max(), std::chrono::seconds::max(), std::chrono::years::max(),
+      std::chrono::duration<double>(1e30), std::chrono::duration<double>(INFINITY)};
+  int still_sleeping = 0, cancelled = 0;
+  bool negative_returned = false, nan_returned = false;
+  int rc = Co::run([&] {
+    std::vector<long> sleepers;
+    for (Co::Duration d : forever) {
+      sleepers.push_back(Co::create([&, d] {
+        if (!Co::this_coroutine::sleep(d) && Co::last_error() == std::errc::operation_canceled) {
+          ++cancelled;
+        }
+      }));
+    }
+    // A sleep that overflowed to a negative or tiny value would have ended by now.
+    Co::this_coroutine::sleep(20ms);
+    for (long cid : sleepers) still_sleeping += Co::exists(cid);
+    for (long cid : sleepers) Co::cancel(cid);
+    CHECK(Co::join(sleepers, 5s));
+    negative_returned = Co::this_coroutine::sleep(std::chrono::hours::min());
+    nan_returned = Co::this_coroutine::sleep(std::chrono::duration<double>(NAN));
+  });
+  CHECK(rc == 0);
+  CHECK(still_sleeping == static_cast<int>(forever.size()));
+  CHECK(cancelled == static_cast<int>(forever.size()));
+  CHECK(negative_returned);
+  CHECK(nan_returned);
+}
+
+TEST_CASE("channel and wait group waits with hours::max() wait forever too") {
+  bool pop_waiting = false, wait_waiting = false;
+  int rc = Co::run([&] {
+    Co::Channel<int> ch(0);
+    Co::WaitGroup wg;
+    wg.add(1);
+    long popper = Co::create([&] { ch.pop(std::chrono::hours::max()); });
+    long waiter = Co::create([&] { wg.wait(std::chrono::hours::max()); });
+    Co::this_coroutine::sleep(20ms);
+    pop_waiting = Co::exists(popper);
+    wait_waiting = Co::exists(waiter);
+    ch.close();
+    wg.done();
+  });
+  CHECK(rc == 0);
+  CHECK(pop_waiting);
+  CHECK(wait_waiting);
 }
 
 TEST_CASE("sleep: lasts at least its duration; zero lets the others run first") {

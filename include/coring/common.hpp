@@ -1,10 +1,14 @@
 // Vocabulary shared by every coring header: time, the one programming error every layer can
 // raise (BindError), and how run-time failures are reported.
 //
-// Time. Every timeout is a Duration (std::chrono::nanoseconds); any integral std::chrono
-// duration converts implicitly. kForever means "no timeout". A timeout of zero or less means
-// "do not wait": the call succeeds only if it can complete at once, otherwise it fails with
-// ETIMEDOUT (so a deadline computed as `deadline - now` that has passed never waits forever).
+// Time. Every timeout is a Duration: a std::chrono::nanoseconds that every std::chrono
+// duration converts to implicitly, floating-point ones (0.5s) included. The conversion
+// saturates instead of overflowing: a duration longer than int64 nanoseconds can count (about
+// 292 years: std::chrono::hours::max(), seconds::max()...) is kForever, one more negative than
+// that is the most negative Duration that still means "do not wait", and NaN is zero. kForever
+// means "no timeout". A timeout of zero or less means "do not wait": the call succeeds only if
+// it can complete at once, otherwise it fails with ETIMEDOUT (so a deadline computed as
+// `deadline - now` that has passed never waits forever).
 //
 // Failures. Waiting calls never throw for run-time conditions (timeout, reset, refusal, close,
 // cancel); they return a failure value and record why, on the object (obj.error()) or, for free
@@ -14,13 +18,76 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <limits>
+#include <ratio>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 namespace coring {
 
-using Duration = std::chrono::nanoseconds;
-inline constexpr Duration kForever = Duration::max();
+namespace detail {
+// d in nanoseconds, saturated to [INT64_MIN + 1, INT64_MAX] (INT64_MIN is Socket's "use the
+// configured timeout"); truncated toward zero like duration_cast.
+template <class Rep, class Period>
+constexpr std::chrono::nanoseconds saturating_nanoseconds(
+    const std::chrono::duration<Rep, Period>& d) noexcept {
+  using Ratio = std::ratio_divide<Period, std::nano>;  // nanoseconds per tick: num / den
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min() + 1;
+  if constexpr (std::is_floating_point_v<Rep>) {
+    long double ns = static_cast<long double>(d.count()) * Ratio::num / Ratio::den;
+    if (ns != ns) return std::chrono::nanoseconds(0);  // NaN
+    if (ns >= static_cast<long double>(kMax)) return std::chrono::nanoseconds(kMax);
+    if (ns <= static_cast<long double>(kMin)) return std::chrono::nanoseconds(kMin);
+    return std::chrono::nanoseconds(static_cast<int64_t>(ns));
+  } else {
+    if constexpr (std::is_unsigned_v<Rep>) {
+      if (d.count() > static_cast<std::make_unsigned_t<int64_t>>(kMax)) {
+        return std::chrono::nanoseconds(kMax);
+      }
+    } else if (d.count() < static_cast<Rep>(kMin)) {  // wider signed reps
+      return std::chrono::nanoseconds(kMin);
+    }
+    if constexpr (sizeof(Rep) > sizeof(int64_t) && std::is_signed_v<Rep>) {
+      if (d.count() > static_cast<Rep>(kMax)) return std::chrono::nanoseconds(kMax);
+    }
+    const auto count = static_cast<int64_t>(d.count());
+    if constexpr (Ratio::den == 1) {
+      if (count > kMax / Ratio::num) return std::chrono::nanoseconds(kMax);
+      if (count < kMin / Ratio::num) return std::chrono::nanoseconds(kMin);
+      return std::chrono::nanoseconds(count * Ratio::num);
+    } else if constexpr (Ratio::num == 1) {
+      return std::chrono::nanoseconds(count / Ratio::den);
+    } else {  // an unusual period (1/3 s...): exactness matters less than never overflowing
+      long double ns = static_cast<long double>(count) * Ratio::num / Ratio::den;
+      if (ns >= static_cast<long double>(kMax)) return std::chrono::nanoseconds(kMax);
+      if (ns <= static_cast<long double>(kMin)) return std::chrono::nanoseconds(kMin);
+      return std::chrono::nanoseconds(static_cast<int64_t>(ns));
+    }
+  }
+}
+}  // namespace detail
+
+// A std::chrono::nanoseconds that any std::chrono duration converts to without overflowing
+// (see the header comment). Use it as you would nanoseconds: count(), comparisons and
+// arithmetic are nanoseconds'. (std::chrono::duration_cast needs nanoseconds as its target.)
+class Duration : public std::chrono::nanoseconds {
+ public:
+  constexpr Duration() noexcept : std::chrono::nanoseconds(0) {}
+  constexpr explicit Duration(rep count) noexcept : std::chrono::nanoseconds(count) {}
+  constexpr Duration(std::chrono::nanoseconds d) noexcept : std::chrono::nanoseconds(d) {}
+  template <class Rep, class Period>
+  constexpr Duration(const std::chrono::duration<Rep, Period>& d) noexcept
+      : std::chrono::nanoseconds(detail::saturating_nanoseconds(d)) {}
+
+  static constexpr Duration zero() noexcept { return Duration(0); }
+  static constexpr Duration min() noexcept { return Duration(std::chrono::nanoseconds::min()); }
+  static constexpr Duration max() noexcept { return Duration(std::chrono::nanoseconds::max()); }
+};
+
+inline constexpr Duration kForever{std::chrono::nanoseconds::max()};
 
 // Thrown when a coroutine starts a read (or write) on a socket or client that another coroutine
 // is reading (or writing) right now. The message is exactly Swoole's:

@@ -63,6 +63,8 @@ struct RunOptions {
 template <class F>
 int run(F&& main, const RunOptions& options = {});
 
+inline namespace CORING_DETAIL_SWITCH_VARIANT {  // see coring/detail/switch.hpp
+
 // Starts fn(args...) in a new coroutine now; returns its id (> 0) or -1 (last_error()).
 // Arguments are bound by value.
 template <class F, class... Args>
@@ -76,6 +78,8 @@ long go(F&& fn, Args&&... args) {
 // goes on when it waits again or ends. False (ESRCH: no such coroutine, EINVAL: not yielded,
 // EPERM: outside a coroutine) otherwise.
 bool resume(long cid);
+
+}  // namespace CORING_DETAIL_SWITCH_VARIANT
 
 // Interrupts cid's pending wait (sleep, channel, wait group, join, socket I/O): that call
 // returns at once with failure and ECANCELED. False when cid does not exist (ESRCH) or is not
@@ -109,7 +113,9 @@ std::error_code last_error();
 namespace this_coroutine {
 long id();         // -1 outside a coroutine
 long parent_id();  // -1 for the container's first coroutine and for timer callbacks
-void yield();      // suspend until resume(id()); logs and returns at once outside a coroutine
+inline namespace CORING_DETAIL_SWITCH_VARIANT {
+void yield();  // suspend until resume(id()); logs and returns at once outside a coroutine
+}  // namespace CORING_DETAIL_SWITCH_VARIANT
 // Sleeps at least d. d <= 0 lets every other ready coroutine run first. False if cancelled
 // (ECANCELED) or outside a coroutine (EPERM).
 bool sleep(Duration d);
@@ -128,6 +134,7 @@ namespace detail {
 int run_container(const CallableOps& ops, void* fn, const RunOptions& options);
 long spawn(const CallableOps& ops, void* fn);
 
+inline namespace CORING_DETAIL_SWITCH_VARIANT {
 inline long spawn_here(const CallableOps& ops, void* fn) {
 #if CORING_DETAIL_INLINE_SWITCH
   SpawnPlan plan = prepare_spawn(ops, fn);
@@ -137,6 +144,7 @@ inline long spawn_here(const CallableOps& ops, void* fn) {
   return spawn(ops, fn);
 #endif
 }
+}  // namespace CORING_DETAIL_SWITCH_VARIANT
 void add_defer(std::unique_ptr<Task> task);
 }  // namespace detail
 
@@ -146,6 +154,8 @@ int run(F&& main, const RunOptions& options) {
                                const_cast<void*>(static_cast<const void*>(std::addressof(main))),
                                options);
 }
+
+inline namespace CORING_DETAIL_SWITCH_VARIANT {
 
 template <class F, class... Args>
 long create(F&& fn, Args&&... args) {
@@ -168,7 +178,9 @@ inline bool resume(long cid) {
 #endif
 }
 
-inline void this_coroutine::yield() {
+}  // namespace CORING_DETAIL_SWITCH_VARIANT
+
+inline void this_coroutine::CORING_DETAIL_SWITCH_VARIANT::yield() {
 #if CORING_DETAIL_INLINE_SWITCH
   detail::SwitchPlan plan = detail::prepare_yield();
   if (plan.to_context != nullptr) {

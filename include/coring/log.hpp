@@ -3,9 +3,17 @@
 // The default sink writes one line per message to stderr with a single write(2):
 //   [2026-11-23 14:39:37.123456 pid=4242 cid=12] WARNING message
 // (cid=-1 outside a coroutine). set_log_sink() replaces it, for example to route coring's
-// messages into an application's logger; the sink is called under a process-wide lock, so it
-// needs no locking of its own but must not log through coring itself. Messages below the level
-// (default info) are dropped before they are formatted.
+// messages into an application's logger. Messages below the level (default info) are dropped
+// before they are formatted.
+//
+// What a sink may do: coring holds no lock while it calls the sink, so the sink may be called
+// from several threads at once (each container's thread, offload workers) and must do its own
+// locking if it keeps state. It may wait on coring I/O (write to a Socket, push to a Channel):
+// other coroutines go on meanwhile, and what they log reaches the sink too. What the sink
+// itself logs through coring (directly, or through a coring call that logs) goes to stderr
+// instead of back into the sink. An exception thrown by the sink does not escape: coring
+// writes its message to stderr instead. set_log_sink() may be called while another thread is
+// inside the old sink, which stays alive until that call returns.
 #pragma once
 
 #include <functional>

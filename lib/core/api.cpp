@@ -13,18 +13,24 @@ namespace {
 
 thread_local std::error_code tls_thread_error;
 
-struct SleepWait : WaitContext, TimerNode {
+struct SleepWait : WaitContext {
   Coroutine* self = nullptr;
+  bool ended = false;
 };
 
+void sleep_end(SleepWait* wait) {
+  wait->ended = true;
+  tls_scheduler->make_ready(wait->self);
+}
+
 void sleep_fire(TimerNode* node) {
-  tls_scheduler->make_ready(static_cast<SleepWait*>(node)->self);
+  sleep_end(static_cast<SleepWait*>(node));
 }
 
 void sleep_abort(WaitContext* context) {
   auto* wait = static_cast<SleepWait*>(context);
   tls_scheduler->disarm(*wait);
-  tls_scheduler->make_ready(wait->self);
+  sleep_end(wait);
 }
 
 void join_end(JoinWait* wait, int result) {
@@ -148,6 +154,10 @@ namespace detail {
 static Coroutine* resumable(long cid) {
   Scheduler* s = tls_scheduler;
   if (s == nullptr || s->running() == nullptr) return outside<Coroutine*>(nullptr);
+  if (s->forked()) [[unlikely]] {
+    s->refuse_in_forked_child("resume()");
+    return nullptr;
+  }
   Coroutine* target = s->find(cid);
   if (target == nullptr) {
     set_last_error(ESRCH);
@@ -166,6 +176,10 @@ static Coroutine* yieldable() {
   if (self == nullptr) {
     log_format(LogLevel::warning, "yield: called outside a coroutine");
     set_last_error(EPERM);
+    return nullptr;
+  }
+  if (s->forked()) [[unlikely]] {
+    s->refuse_in_forked_child("yield()");
     return nullptr;
   }
   if (refuse_wait_when_unwinding(self)) return nullptr;
@@ -242,10 +256,13 @@ bool exists(long cid) {
 }
 
 bool join(std::span<const long> cids, Duration timeout) {
+  detail::WaitPermit permit = detail::begin_wait();
+  if (!permit) {
+    set_last_error(permit.error);
+    return false;
+  }
   Scheduler* s = tls_scheduler;
-  Coroutine* self = running_coroutine();
-  if (self == nullptr) return detail::outside(false);
-  if (detail::refuse_wait_when_unwinding(self)) return false;
+  Coroutine* self = permit.self;
   detail::JoinWait wait;
   wait.self = self;
   for (long cid : cids) {
@@ -265,21 +282,14 @@ bool join(std::span<const long> cids, Duration timeout) {
     }
   }
   if (wait.remaining == 0) return true;
-  bool timed = timeout != kForever;
   if (timeout <= Duration::zero()) {
     for (JoinNode& node : wait.nodes) detail::unlink_join_node(&node);
     set_last_error(ETIMEDOUT);
     return false;
   }
-  self->cancelled = false;
   wait.abort = &detail::join_abort;
   wait.fire = &detail::join_fire;
-  if (timed) {
-    wait.deadline = detail::deadline_after(detail::monotonic_ns(), timeout);
-    s->arm(wait);
-  }
-  s->block(self, wait, &wait);
-  detail::unwind_after_wait(self);
+  s->wait_until(permit, wait, detail::deadline_for(timeout), [&] { return wait.finished; });
   if (wait.result != 0) {
     set_last_error(wait.result);
     return false;
@@ -329,12 +339,15 @@ long parent_id() {
 }
 
 bool sleep(Duration d) {
+  detail::WaitPermit permit = detail::begin_wait();
+  if (!permit) {
+    set_last_error(permit.error);
+    return false;
+  }
   Scheduler* s = tls_scheduler;
-  Coroutine* self = running_coroutine();
-  if (self == nullptr) return detail::outside(false);
-  if (detail::refuse_wait_when_unwinding(self)) return false;
-  self->cancelled = false;
-  if (d <= Duration::zero()) {
+  Coroutine* self = permit.self;
+  if (d <= Duration::zero()) {  // a turn through the ready queue; nothing can interrupt it
+    self->cancelled = false;
     s->make_ready(self);
     s->suspend();
     detail::unwind_after_wait(self);
@@ -344,11 +357,8 @@ bool sleep(Duration d) {
   wait.self = self;
   wait.fire = &detail::sleep_fire;
   wait.abort = &detail::sleep_abort;
-  wait.deadline = detail::deadline_after(detail::monotonic_ns(), d);
-  s->arm(wait);
-  s->block(self, wait, &wait);
-  detail::unwind_after_wait(self);
-  if (self->cancelled || self->unwinding) {
+  s->wait_until(permit, wait, detail::deadline_for(d), [&] { return wait.ended; });
+  if (wait.aborted) {
     set_last_error(ECANCELED);
     return false;
   }

@@ -1,7 +1,9 @@
 // Turns a coroutine stack overflow into a clear message instead of silent corruption: a guard
 // region below each stack faults, and this SIGSEGV handler (on an alternate signal stack, since
 // the coroutine's own stack is exhausted) names the coroutine and ends the program. Also the
-// process-wide SIGPIPE policy (ignored unless the application handles it).
+// process-wide SIGPIPE policy (ignored unless the application handles it), and the fork
+// generation that tells a forked child its parent's containers are not its own.
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -90,6 +92,9 @@ void install_process_handlers() {
   }
   static std::once_flag once;
   std::call_once(once, [] {
+    // So that a child forked while a container runs knows the container is not its own.
+    ::pthread_atfork(nullptr, nullptr,
+                     [] { g_fork_generation.fetch_add(1, std::memory_order_relaxed); });
     struct sigaction action {};
     action.sa_sigaction = &on_fault;
     action.sa_flags = SA_SIGINFO | SA_ONSTACK;

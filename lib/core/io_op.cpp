@@ -7,7 +7,7 @@
 namespace coring::detail {
 namespace {
 
-struct IoWait : WaitContext, TimerNode {
+struct IoWait : WaitContext {
   IoOp* op = nullptr;
 };
 
@@ -31,7 +31,7 @@ void io_abort(WaitContext* context) {
 
 }  // namespace
 
-io_uring_sqe* prepare_io(IoOp& op, int* error) {
+io_uring_sqe* prepare_io(const WaitPermit&, IoOp& op, int* error) {
   Scheduler* s = tls_scheduler;
   io_uring_sqe* sqe = s->engine().get_sqe();
   if (sqe == nullptr) {
@@ -45,24 +45,14 @@ io_uring_sqe* prepare_io(IoOp& op, int* error) {
   return sqe;
 }
 
-int32_t wait_io(IoOp& op, int64_t deadline_ns) {
-  Scheduler* s = tls_scheduler;
-  Coroutine* self = s->running();
-  op.waiter = self;
+int32_t wait_io(const WaitPermit& permit, IoOp& op, int64_t deadline_ns) {
+  op.waiter = permit.self;
   IoWait wait;
   wait.op = &op;
   wait.abort = &io_abort;
   wait.fire = &io_deadline_passed;
-  if (deadline_ns != INT64_MAX) {
-    wait.deadline = deadline_ns;
-    s->arm(wait);
-  }
-  self->cancelled = false;
   // Only the CQE readies us: the deadline and aborts merely request a cancellation.
-  do {
-    s->block(self, wait, &wait);
-  } while (!op.completed);
-  unwind_after_wait(self);
+  tls_scheduler->wait_until(permit, wait, deadline_ns, [&] { return op.completed; });
   if (op.result == -ECANCELED && op.cancel_reason != 0) return -op.cancel_reason;
   if (op.result == -EINTR && op.cancel_reason != 0) return -op.cancel_reason;
   return op.result;

@@ -17,6 +17,7 @@
 namespace coring::detail {
 
 struct Coroutine;
+struct WaitPermit;
 
 struct IoOp : Completion {
   Coroutine* waiter = nullptr;
@@ -27,14 +28,15 @@ struct IoOp : Completion {
 };
 
 // An SQE whose completion will be delivered to op, or nullptr (the ring refused; errno-style
-// code in *error).
-io_uring_sqe* prepare_io(IoOp& op, int* error);
+// code in *error). The permit (begin_wait(), taken first) is the proof that the coroutine may
+// wait for it.
+io_uring_sqe* prepare_io(const WaitPermit& permit, IoOp& op, int* error);
 
-// Suspends the running coroutine until op completes; deadline_ns is on the monotonic clock
+// Suspends the permit's coroutine until op completes; deadline_ns is on the monotonic clock
 // (INT64_MAX: none). Returns the CQE's result (a byte count or -errno); an operation cancelled
 // for its deadline returns -ETIMEDOUT, one cancelled by cancel(cid) or request_cancel(op,
 // ECANCELED) returns -ECANCELED. Throws ForcedUnwind (after the CQE) when unwound.
-int32_t wait_io(IoOp& op, int64_t deadline_ns);
+int32_t wait_io(const WaitPermit& permit, IoOp& op, int64_t deadline_ns);
 
 // Asks the kernel to cancel op if it is still in flight; its CQE still arrives.
 void request_cancel(IoOp& op, int reason) noexcept;

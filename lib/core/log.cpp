@@ -1,15 +1,19 @@
 #include "coring/log.hpp"
 
+#include <pthread.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdarg>
 #include <cstdio>
+#include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 
 #include "core/logging.hpp"
+#include "core/scheduler.hpp"
 #include "coring/coroutine.hpp"
 
 namespace coring {
@@ -17,15 +21,33 @@ namespace {
 
 std::atomic<int> g_level{static_cast<int>(LogLevel::info)};
 
+// The sink is shared_ptr-held and copied out under the lock, then called without it: a sink may
+// log (re-entry), wait on coring I/O (so switch to other coroutines, which log too), or be
+// replaced by set_log_sink() while another thread is inside it.
 struct SinkHolder {
   std::mutex mutex;
-  LogSink sink;
+  std::shared_ptr<const LogSink> sink;
 };
 
 // Never destroyed: coroutines on other threads may still log while static destructors run.
 SinkHolder& sink_holder() {
-  static SinkHolder* holder = new SinkHolder;
+  static SinkHolder* holder = [] {
+    auto* created = new SinkHolder;
+    // A child forked while another thread held the lock must not inherit it locked.
+    ::pthread_atfork([] { sink_holder().mutex.lock(); }, [] { sink_holder().mutex.unlock(); },
+                     [] { new (&sink_holder().mutex) std::mutex; });
+    return created;
+  }();
   return *holder;
+}
+
+// Whether the running coroutine (or, outside coroutines, the thread) is inside the sink: a
+// message it logs from there goes to stderr instead of recursing into the sink.
+thread_local bool tls_in_sink = false;
+
+bool& in_sink_flag() {
+  if (detail::Coroutine* self = detail::running_coroutine()) return self->in_log_sink;
+  return tls_in_sink;
 }
 
 void write_to_stderr(LogLevel level, long cid, std::string_view message) {
@@ -64,9 +86,13 @@ LogLevel log_level() noexcept {
 }
 
 void set_log_sink(LogSink sink) {
+  std::shared_ptr<const LogSink> replacement;
+  if (sink) replacement = std::make_shared<const LogSink>(std::move(sink));
   SinkHolder& holder = sink_holder();
   std::lock_guard lock(holder.mutex);
-  holder.sink = std::move(sink);
+  holder.sink.swap(replacement);
+  // The old sink is destroyed after the lock is released (replacement's destructor), or later
+  // by whoever is still calling it.
 }
 
 std::string_view log_level_name(LogLevel level) noexcept {
@@ -92,13 +118,29 @@ std::string_view log_level_name(LogLevel level) noexcept {
 void log(LogLevel level, std::string_view message) {
   if (!detail::log_enabled(level)) return;
   long cid = this_coroutine::id();
-  SinkHolder& holder = sink_holder();
-  std::lock_guard lock(holder.mutex);
-  if (holder.sink) {
-    holder.sink(level, cid, message);
-  } else {
+  bool& in_sink = in_sink_flag();
+  std::shared_ptr<const LogSink> sink;
+  if (!in_sink) {
+    SinkHolder& holder = sink_holder();
+    std::lock_guard lock(holder.mutex);
+    sink = holder.sink;
+  }
+  if (!sink) {
+    write_to_stderr(level, cid, message);
+    return;
+  }
+  in_sink = true;
+  try {
+    (*sink)(level, cid, message);
+  } catch (const detail::ForcedUnwind&) {  // the sink waited in a coroutine being unwound
+    in_sink = false;
+    throw;
+  } catch (...) {
+    // The library logs from places that cannot fail; a sink's exception must not escape there.
+    write_to_stderr(LogLevel::error, cid, "the log sink threw an exception; its message follows");
     write_to_stderr(level, cid, message);
   }
+  in_sink = false;
 }
 
 namespace detail {

@@ -60,4 +60,23 @@ class RemoteInbox {
   Reader reader_;
 };
 
+// A coroutine's wait for one delivery: expect() for as long as the object lives (ok() says
+// whether the wake-up could be armed), unexpect() when it goes, however the wait ends.
+class ExpectDelivery {
+ public:
+  explicit ExpectDelivery(RemoteInbox& inbox) : inbox_(inbox), ok_(inbox.expect(&error_)) {}
+  ~ExpectDelivery() {
+    if (ok_) inbox_.unexpect();
+  }
+  ExpectDelivery(const ExpectDelivery&) = delete;
+  ExpectDelivery& operator=(const ExpectDelivery&) = delete;
+  bool ok() const noexcept { return ok_; }
+  int error() const noexcept { return error_; }
+
+ private:
+  RemoteInbox& inbox_;
+  int error_ = 0;
+  bool ok_;
+};
+
 }  // namespace coring::detail

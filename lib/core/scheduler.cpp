@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -20,6 +21,8 @@ namespace coring::detail {
 
 thread_local constinit Scheduler* tls_scheduler __attribute__((tls_model("initial-exec"))) =
     nullptr;
+
+std::atomic<unsigned> g_fork_generation{0};
 
 namespace {
 
@@ -52,6 +55,10 @@ int64_t deadline_after(int64_t now, Duration d) noexcept {
   int64_t ns = d.count();
   if (ns < 0) ns = 0;
   return ns > INT64_MAX - now ? INT64_MAX : now + ns;
+}
+
+int64_t deadline_for(Duration timeout) noexcept {
+  return timeout == kForever ? INT64_MAX : deadline_after(monotonic_ns(), timeout);
 }
 
 void coroutine_entry(transfer_t from) {
@@ -122,6 +129,8 @@ int Scheduler::run(const CallableOps& ops, void* fn) {
     return -1;
   }
   install_process_handlers();
+  pid_ = static_cast<int>(::getpid());
+  fork_generation_ = g_fork_generation.load(std::memory_order_relaxed);
 #if CORING_ASAN
   // The hub runs on the thread's own stack; ASan needs its bounds to switch back to it.
   pthread_attr_t attributes;
@@ -136,20 +145,37 @@ int Scheduler::run(const CallableOps& ops, void* fn) {
 #endif
   install_signal_stack();
   tls_scheduler = this;
-  if (spawn(ops, fn) < 0) {  // spawn() recorded why in this thread's last_error()
-    tls_scheduler = nullptr;
-    remove_signal_stack();
-    return -1;
-  }
+  // Undone however run() leaves: also when copying or moving main onto its stack throws, so
+  // that the thread is free for the next container.
+  struct Installed {
+    Scheduler* scheduler;
+    ~Installed() {
+      scheduler->inbox_->close();
+      tls_scheduler = nullptr;
+      scheduler->remove_signal_stack();
+    }
+  } installed{this};
+  if (spawn(ops, fn) < 0) return -1;  // spawn() recorded why in this thread's last_error()
   loop();
-  inbox_->close();
-  tls_scheduler = nullptr;
-  remove_signal_stack();
   if (deadlocked_) {
     set_last_error(EDEADLK);
     return -1;
   }
   return 0;
+}
+
+int Scheduler::refuse_in_forked_child(const char* what) noexcept {
+  static std::atomic<unsigned> logged_generation{0};
+  unsigned generation = g_fork_generation.load(std::memory_order_relaxed);
+  if (logged_generation.exchange(generation, std::memory_order_relaxed) != generation) {
+    log_format(LogLevel::error,
+               "%s in a process forked (by pid %d) while a coroutine container ran: a forked child "
+               "cannot use its parent's container, so it fails with EPERM; fork before run() or "
+               "after it returns",
+               what, pid_);
+  }
+  set_last_error(EPERM);
+  return EPERM;
 }
 
 long Scheduler::spawn(const CallableOps& ops, void* fn) {
@@ -174,6 +200,10 @@ SpawnPlan Scheduler::plan_spawn(const CallableOps& ops, void* fn) {
 }
 
 Coroutine* Scheduler::make_coroutine(const CallableOps& ops, void* fn) {
+  if (forked()) [[unlikely]] {
+    refuse_in_forked_child("create()");
+    return nullptr;
+  }
   if (coroutine_num_ >= options_.max_coroutines) {
     set_last_error(EAGAIN);
     log_format(LogLevel::warning, "create: max_coroutines (%zu) reached", options_.max_coroutines);
@@ -240,6 +270,13 @@ Coroutine* Scheduler::make_coroutine(const CallableOps& ops, void* fn) {
 }
 
 void Scheduler::finish(Coroutine* self) {
+  if (forked()) [[unlikely]] {
+    // A child forked inside this coroutine: it is the only thread of control the child has, as
+    // a thread is after fork(). When it ends, so does the child, as a process does when its
+    // last thread ends; the parent's other coroutines never run here.
+    // _exit: no stdio flush, which would write the parent's buffered output a second time.
+    ::_exit(0);
+  }
   while (JoinNode* node = self->joiners) {
     unlink_join_node(node);
     JoinWait* wait = node->wait;
@@ -299,6 +336,12 @@ void Scheduler::loop() {
 }
 
 void Scheduler::poll(bool may_block) {
+  if (forked()) [[unlikely]] {
+    // Every way into the hub from a forked child is refused before it gets here; should one be
+    // missed, the child must not drive its parent's ring.
+    refuse_in_forked_child("the scheduler loop");
+    ::_exit(1);
+  }
   int64_t timeout_ns = 0;
   if (may_block) {
     if (timers_.empty()) {

@@ -28,6 +28,7 @@
 #include <absl/container/flat_hash_map.h>
 #include <cxxabi.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -64,8 +65,9 @@ namespace coring::detail {
 struct Coroutine;
 
 // What a suspended coroutine waits for, so that cancel() and the deadlock unwinder can end the
-// wait early. Lives on the waiting coroutine's stack.
-struct WaitContext {
+// wait early. Lives on the waiting coroutine's stack. The TimerNode is the wait's deadline,
+// armed only when it has one: `fire` ends the wait as a timeout.
+struct WaitContext : TimerNode {
   // Ends the wait now with ECANCELED: takes the coroutine off whatever it is queued on (or asks
   // the ring to cancel its operation) and arranges for it to become ready. Called at most once
   // per wait (aborted guards it).
@@ -126,8 +128,9 @@ struct Coroutine : CoroutineHead {
   std::vector<std::unique_ptr<Task>>* defers = nullptr;
   JoinNode* joiners = nullptr;
   std::error_code last_error;
-  bool finishing = false;  // its function returned; its function object is being destroyed
-  EhState eh;              // its exception-handling state, saved while it does not run
+  bool finishing = false;    // its function returned; its function object is being destroyed
+  bool in_log_sink = false;  // inside the log sink: what it logs goes to stderr
+  EhState eh;                // its exception-handling state, saved while it does not run
 #if CORING_ASAN
   void* asan_fake_stack = nullptr;
   const void* asan_stack_bottom = nullptr;
@@ -139,30 +142,51 @@ class Scheduler;
 extern thread_local constinit Scheduler* tls_scheduler __attribute__((tls_model("initial-exec")));
 
 int64_t monotonic_ns() noexcept;
-// now + d, saturating: kForever (or any huge d) becomes "never".
+// now + d, saturating: kForever (or any huge d) becomes "never" (INT64_MAX).
 int64_t deadline_after(int64_t now, Duration d) noexcept;
+// The deadline of a wait that starts now: INT64_MAX for kForever.
+int64_t deadline_for(Duration timeout) noexcept;
 
 [[noreturn]] inline void throw_forced_unwind() {
   throw ForcedUnwind{};
 }
 
-// A coroutine marked for unwinding (after a deadlock) must not wait again. Called before a
-// wait: throws ForcedUnwind, or, when an exception is already in flight in this coroutine (a
-// destructor or defer running during the unwinding, where a second exception would end the
-// program), records ECANCELED and returns true: the wait then fails at once.
-inline bool refuse_wait_when_unwinding(const CoroutineHead* self) {
+// Whether a coroutine being unwound after a deadlock may be sent on its way with ForcedUnwind:
+// not while an exception is already in flight in it (a destructor or defer running during the
+// unwinding, where a second one would end the program), nor once its function has returned
+// (its function object's destructor runs outside any handler).
+inline bool unwinding_may_throw(const Coroutine* self) noexcept {
+  return !self->finishing && std::uncaught_exceptions() == 0;
+}
+
+// A coroutine marked for unwinding must not wait again. Called before a wait that is not one of
+// WaitPermit's (yield): throws ForcedUnwind, or, where that is unsafe, records ECANCELED and
+// returns true: the wait then fails at once.
+inline bool refuse_wait_when_unwinding(const Coroutine* self) {
   if (!self->unwinding) [[likely]]
     return false;
-  if (std::uncaught_exceptions() == 0) throw_forced_unwind();
+  if (unwinding_may_throw(self)) throw_forced_unwind();
   set_last_error(ECANCELED);
   return true;
 }
 
 // Called after a wait: throws ForcedUnwind if the unwinder ended it and throwing is safe.
-inline void unwind_after_wait(const CoroutineHead* self) {
-  if (self->unwinding && std::uncaught_exceptions() == 0) [[unlikely]]
+inline void unwind_after_wait(const Coroutine* self) {
+  if (self->unwinding && unwinding_may_throw(self)) [[unlikely]]
     throw_forced_unwind();
 }
+
+// Bumped in every child that fork() makes (pthread_atfork). A scheduler remembers the value it
+// started with: a different one means this process is a child forked while that scheduler ran,
+// and the scheduler, its ring and its eventfd belong to the parent.
+extern std::atomic<unsigned> g_fork_generation;
+
+// What begin_wait() hands to a blocking call: the coroutine that may wait now, or why not.
+struct WaitPermit {
+  Coroutine* self = nullptr;  // null: the call must fail at once with `error`
+  int error = 0;
+  explicit operator bool() const noexcept { return self != nullptr; }
+};
 
 class Scheduler {
  public:
@@ -205,18 +229,44 @@ class Scheduler {
     switch_to(self, next);
   }
 
-  // Suspends the running coroutine `self` in a wait that `wait` describes (so that cancel() and
-  // the deadlock unwinder can end it) until whatever it waits for makes it ready; then disarms
-  // the wait's deadline, if it has one. The caller undoes its own bookkeeping next, then calls
-  // unwind_after_wait(self).
-  void block(Coroutine* self, WaitContext& wait, TimerNode* deadline = nullptr) {
-    self->wait = &wait;
-    self->wait_kind = WaitKind::wait;
-    suspend();
-    self->wait = nullptr;
-    self->wait_kind = WaitKind::none;
-    if (deadline != nullptr) disarm(*deadline);
+  // Every blocking call of the library waits in two steps, so that the rules of waiting hold
+  // for all of them:
+  //   WaitPermit permit = begin_wait();   // 1. may we wait at all? (see begin_wait below)
+  //   if (!permit) return fail(permit.error);
+  //   ...queue a waiter, submit a ring operation or hand a job to a worker...
+  //   s->wait_until(permit, wait, deadline, [&] { return finished; });   // 2. wait
+  // wait_until suspends the permit's coroutine until finished() holds (whoever makes it hold
+  // also makes the coroutine ready, exactly once). `wait` says how cancel() and the deadlock
+  // unwinder end the wait early (abort); unless deadline is INT64_MAX (monotonic ns), `wait`'s
+  // timer fires at the deadline. It disarms the deadline before it returns, then throws
+  // ForcedUnwind if the unwinder ended the wait and throwing is safe: bookkeeping the caller
+  // must undo even then belongs in a destructor.
+  template <class Finished>
+  void wait_until(const WaitPermit& permit, WaitContext& wait, int64_t deadline,
+                  Finished&& finished) {
+    Coroutine* self = permit.self;
+    self->cancelled = false;
+    if (deadline != INT64_MAX) {
+      wait.deadline = deadline;
+      arm(wait);
+    }
+    do {
+      self->wait = &wait;
+      self->wait_kind = WaitKind::wait;
+      suspend();
+      self->wait = nullptr;
+      self->wait_kind = WaitKind::none;
+    } while (!finished());
+    disarm(wait);
+    unwind_after_wait(self);
   }
+
+  // True in a child forked while this scheduler ran: it belongs to the parent.
+  bool forked() const noexcept {
+    return fork_generation_ != g_fork_generation.load(std::memory_order_relaxed);
+  }
+  // Logs (once per child) that a forked child tried to use its parent's container; EPERM.
+  int refuse_in_forked_child(const char* what) noexcept;
 
   void make_ready(Coroutine* c) noexcept {
     c->state = State::ready;
@@ -402,10 +452,13 @@ class Scheduler {
 
   void* signal_stack_ = nullptr;
   size_t signal_stack_size_ = 0;
+
+  unsigned fork_generation_ = g_fork_generation.load(std::memory_order_relaxed);
+  int pid_ = 0;  // the process that runs this scheduler (for the forked-child message)
 };
 
 // A join() in progress: on the joiner's stack, linked into each target's list of joiners.
-struct JoinWait : WaitContext, TimerNode {
+struct JoinWait : WaitContext {
   Coroutine* self = nullptr;
   size_t remaining = 0;
   bool finished = false;
@@ -416,27 +469,28 @@ struct JoinWait : WaitContext, TimerNode {
 void link_join_node(Coroutine* target, JoinNode* node) noexcept;
 void unlink_join_node(JoinNode* node) noexcept;
 
-inline bool unwinding_may_throw(const Coroutine* self) noexcept {
-  return !self->finishing && std::uncaught_exceptions() == 0;
-}
-
-inline bool refuse_wait_when_unwinding(const Coroutine* self) {
-  if (!self->unwinding) [[likely]]
-    return false;
-  if (unwinding_may_throw(self)) throw_forced_unwind();
-  set_last_error(ECANCELED);
-  return true;
-}
-
-inline void unwind_after_wait(const Coroutine* self) {
-  if (self->unwinding && unwinding_may_throw(self)) [[unlikely]]
-    throw_forced_unwind();
-}
-
 // The coroutine running on this thread, or nullptr (no container, or the hub).
 inline Coroutine* running_coroutine() noexcept {
   Scheduler* s = tls_scheduler;
   return s == nullptr ? nullptr : s->running();
+}
+
+// The first step of every blocking call (see Scheduler::wait_until), taken before it registers
+// anything, so that a refusal leaves nothing to undo. The running code may not wait outside a
+// coroutine (EPERM), in a child forked while the container ran (EPERM, with one ERROR line:
+// the container belongs to the parent), or while its coroutine is being unwound after a
+// deadlock: then ForcedUnwind is thrown when that is safe, else the call fails with ECANCELED.
+inline WaitPermit begin_wait() {
+  Scheduler* s = tls_scheduler;
+  Coroutine* self = s == nullptr ? nullptr : s->running();
+  if (self == nullptr) return WaitPermit{nullptr, EPERM};
+  if (s->forked()) [[unlikely]]
+    return WaitPermit{nullptr, s->refuse_in_forked_child("a wait")};
+  if (self->unwinding) [[unlikely]] {
+    if (unwinding_may_throw(self)) throw_forced_unwind();
+    return WaitPermit{nullptr, ECANCELED};
+  }
+  return WaitPermit{self, 0};
 }
 
 // At every container start: SIGPIPE ignored unless the application handles it; once per

@@ -8,7 +8,7 @@
 namespace coring::detail {
 namespace {
 
-struct ParkWait : WaitContext, TimerNode {
+struct ParkWait : WaitContext {
   Waiter* waiter = nullptr;
   Coroutine* self = nullptr;
 };
@@ -35,33 +35,26 @@ void park_abort(WaitContext* context) {
 }  // namespace
 
 int park(WaitList& list, Waiter& w, Duration timeout, Cancellable cancellable) {
-  Scheduler* s = tls_scheduler;
-  Coroutine* self = running_coroutine();
-  if (self == nullptr) {
-    set_last_error(EPERM);
-    return EPERM;
+  WaitPermit permit = begin_wait();
+  if (!permit) {
+    set_last_error(permit.error);
+    return permit.error;
   }
   if (timeout <= Duration::zero()) {
     set_last_error(ETIMEDOUT);
     return ETIMEDOUT;
   }
-  if (refuse_wait_when_unwinding(self)) return ECANCELED;
-  self->cancelled = false;
-  w.coroutine = self;
+  w.coroutine = permit.self;
   w.result = kWaitOk;
   list.push_back(&w);
   ParkWait park;
   park.waiter = &w;
-  park.self = self;
+  park.self = permit.self;
   park.abort = &park_abort;
   park.cancellable = cancellable == Cancellable::yes;
   park.fire = &park_fire;
-  if (timeout != kForever) {
-    park.deadline = deadline_after(monotonic_ns(), timeout);
-    s->arm(park);
-  }
-  s->block(self, park, &park);
-  unwind_after_wait(self);
+  // Whoever takes the waiter off the list (wake(), the deadline, an abort) ends the wait.
+  tls_scheduler->wait_until(permit, park, deadline_for(timeout), [&] { return w.list == nullptr; });
   if (w.result == ETIMEDOUT || w.result == ECANCELED) set_last_error(w.result);
   return w.result;
 }
@@ -70,6 +63,11 @@ void wake(Waiter& w, int result) noexcept {
   w.list->remove(&w);
   w.result = result;
   tls_scheduler->make_ready(static_cast<Coroutine*>(w.coroutine));
+}
+
+bool running_is_unwinding() noexcept {
+  Coroutine* self = running_coroutine();
+  return self != nullptr && self->unwinding;
 }
 
 void wake_all(WaitList& list, int result) noexcept {

@@ -16,33 +16,37 @@ namespace {
 
 // One ring operation, waited for without a deadline; -errno on failure.
 template <class Prepare>
-int32_t ring_call(Prepare&& prepare) {
+int32_t ring_call(const WaitPermit& permit, Prepare&& prepare) {
   IoOp op;
   int error = 0;
-  io_uring_sqe* sqe = prepare_io(op, &error);
+  io_uring_sqe* sqe = prepare_io(permit, op, &error);
   if (sqe == nullptr) return -error;
   prepare(sqe);
-  return wait_io(op, INT64_MAX);
+  return wait_io(permit, op, INT64_MAX);
 }
 
+// Through the ring when the caller may wait; otherwise (outside a coroutine, in a destructor
+// while its coroutine is unwound, in a forked child) with plain blocking syscalls: a file
+// operation always ends by itself, so blocking the thread for it loses nothing.
 class FileApi {
  public:
-  explicit FileApi(bool through_ring) : ring_(through_ring) {}
+  FileApi() : permit_(begin_wait()), ring_(static_cast<bool>(permit_)) {}
 
   int open(const char* path, int flags, mode_t mode) {
     if (!ring_) {
       int fd = ::open(path, flags, mode);
       return fd < 0 ? -errno : fd;
     }
-    return ring_call(
-        [&](io_uring_sqe* sqe) { io_uring_prep_openat(sqe, AT_FDCWD, path, flags, mode); });
+    return ring_call(permit_, [&](io_uring_sqe* sqe) {
+      io_uring_prep_openat(sqe, AT_FDCWD, path, flags, mode);
+    });
   }
   ssize_t read(int fd, char* buffer, size_t size, off_t offset) {
     if (!ring_) {
       ssize_t n = ::pread(fd, buffer, size, offset);
       return n < 0 ? -errno : n;
     }
-    return ring_call([&](io_uring_sqe* sqe) {
+    return ring_call(permit_, [&](io_uring_sqe* sqe) {
       io_uring_prep_read(sqe, fd, buffer, static_cast<unsigned>(size),
                          static_cast<uint64_t>(offset));
     });
@@ -52,7 +56,7 @@ class FileApi {
       ssize_t n = offset < 0 ? ::write(fd, data, size) : ::pwrite(fd, data, size, offset);
       return n < 0 ? -errno : n;
     }
-    return ring_call([&](io_uring_sqe* sqe) {
+    return ring_call(permit_, [&](io_uring_sqe* sqe) {
       // offset -1: the file position (O_APPEND files append there).
       io_uring_prep_write(sqe, fd, data, static_cast<unsigned>(size),
                           static_cast<uint64_t>(offset));
@@ -60,10 +64,11 @@ class FileApi {
   }
   int close(int fd) {
     if (!ring_) return ::close(fd) < 0 ? -errno : 0;
-    return ring_call([&](io_uring_sqe* sqe) { io_uring_prep_close(sqe, fd); });
+    return ring_call(permit_, [&](io_uring_sqe* sqe) { io_uring_prep_close(sqe, fd); });
   }
 
  private:
+  WaitPermit permit_;
   bool ring_;
 };
 
@@ -74,7 +79,7 @@ constexpr size_t kChunk = 1 << 20;  // one read or write never asks for more tha
 
 std::optional<std::string> read_file(const std::string& path) {
   using namespace detail;
-  FileApi files(running_coroutine() != nullptr);
+  FileApi files;
   int fd = files.open(path.c_str(), O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) {
     set_last_error(-fd);
@@ -103,7 +108,7 @@ std::optional<std::string> read_file(const std::string& path) {
 
 bool write_file(const std::string& path, std::string_view data, bool append) {
   using namespace detail;
-  FileApi files(running_coroutine() != nullptr);
+  FileApi files;
   int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (append ? O_APPEND : O_TRUNC);
   int fd = files.open(path.c_str(), flags, 0644);
   if (fd < 0) {

@@ -2,12 +2,14 @@
 // thread, with a small process-wide cache.
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <mutex>
+#include <new>
 #include <string>
 #include <unordered_map>
 
@@ -32,7 +34,13 @@ struct Answer {
 class ResolveCache {
  public:
   static ResolveCache& instance() {
-    static ResolveCache* cache = new ResolveCache;  // used by worker threads until exit
+    static ResolveCache* cache = [] {
+      auto* created = new ResolveCache;  // used by worker threads until exit: never freed
+      // A child forked while a worker thread held the lock must not inherit it locked.
+      ::pthread_atfork([] { instance().mutex_.lock(); }, [] { instance().mutex_.unlock(); },
+                       [] { new (&instance().mutex_) std::mutex; });
+      return created;
+    }();
     return *cache;
   }
 
@@ -157,7 +165,7 @@ Answer lookup(const std::string& host, int family) {
 }
 
 // Where a waiting resolve() receives its answer; on the waiting coroutine's stack.
-struct ResolveWait : WaitContext, TimerNode {
+struct ResolveWait : WaitContext {
   Coroutine* self = nullptr;
   class ResolveJob* job = nullptr;  // null once answered or abandoned
   Answer answer;
@@ -211,7 +219,8 @@ std::vector<std::string> fail(int error) {
 std::vector<std::string> resolve(std::string_view host, int family, Duration timeout) {
   using namespace detail;
   if (family != AF_UNSPEC && family != AF_INET && family != AF_INET6) return fail(EAFNOSUPPORT);
-  if (host.empty()) return fail(EINVAL);
+  // A NUL byte would end the name early for getaddrinfo and inet_pton: "127.0.0.1\0evil".
+  if (host.empty() || host.find('\0') != std::string_view::npos) return fail(EINVAL);
   SocketAddress numeric;
   if (parse_numeric_address(host, 0, family, &numeric)) {
     return {format_host(numeric.get(), numeric.length, nullptr)};
@@ -233,21 +242,21 @@ std::vector<std::string> resolve(std::string_view host, int family, Duration tim
     return answer.addresses;
   }
 
-  Scheduler* s = tls_scheduler;
-  Coroutine* self = running_coroutine();
-  if (self == nullptr) {
+  if (running_coroutine() == nullptr) {  // no scheduler to wait in: look it up right here
     answer = lookup(key.substr(0, host.size()), family);
     ResolveCache::instance().store(key, answer);
     if (answer.error != 0) return fail(answer.error);
     return answer.addresses;
   }
   if (timeout <= Duration::zero()) return fail(ETIMEDOUT);
-  if (refuse_wait_when_unwinding(self)) return {};
-  int error = 0;
-  if (!s->inbox()->expect(&error)) return fail(error);
+  WaitPermit permit = begin_wait();
+  if (!permit) return fail(permit.error);
+  Scheduler* s = tls_scheduler;
+  ExpectDelivery expect(*s->inbox());
+  if (!expect.ok()) return fail(expect.error());
 
   ResolveWait wait;
-  wait.self = self;
+  wait.self = permit.self;
   auto job = std::make_unique<ResolveJob>(&wait);
   wait.job = job.get();
   std::shared_ptr<RemoteInbox> inbox = s->inbox();
@@ -259,16 +268,8 @@ std::vector<std::string> resolve(std::string_view host, int family, Duration tim
   }));
   wait.abort = &resolve_abort;
   wait.fire = &resolve_deadline;
-  if (timeout != kForever) {
-    wait.deadline = deadline_after(monotonic_ns(), timeout);
-    s->arm(wait);
-  }
-  self->cancelled = false;
-  do {
-    s->block(self, wait, &wait);
-  } while (!wait.answered && wait.job != nullptr);
-  s->inbox()->unexpect();
-  unwind_after_wait(self);
+  s->wait_until(permit, wait, deadline_for(timeout),
+                [&] { return wait.answered || wait.job == nullptr; });
   if (!wait.answered) return fail(wait.timed_out ? ETIMEDOUT : ECANCELED);
   if (wait.answer.error != 0) return fail(wait.answer.error);
   return std::move(wait.answer.addresses);

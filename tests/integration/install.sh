@@ -101,6 +101,58 @@ standalone_headers() {
 check "every public header compiles on its own with g++ 12 and clang 14; a clang build runs" \
   standalone_headers
 
+odr_program() {
+  # Two translation units of one program, one with CORING_NO_INLINE_SWITCH (as an ASan-built
+  # unit gets too): each must get its own variant of the inline create/resume/yield, not one
+  # name with two bodies of which the linker keeps either.
+  cat >"$work/odr_a.cpp" <<'CPP'
+#define CORING_NO_INLINE_SWITCH 1
+#include <coring/coring.hpp>
+long start_yielder(const bool* stop, int* turns) {
+  return Co::create([stop, turns] {
+    while (!*stop) {
+      ++*turns;
+      Co::this_coroutine::yield();
+    }
+  });
+}
+bool resume_out_of_line(long cid) { return Co::resume(cid); }
+CPP
+  cat >"$work/odr_b.cpp" <<'CPP'
+#include <coring/coring.hpp>
+#include <cstdio>
+long start_yielder(const bool* stop, int* turns);
+bool resume_out_of_line(long cid);
+int main() {
+  bool stop = false, ok = true;
+  int turns = 0;
+  int status = Co::run([&] {
+    long cid = start_yielder(&stop, &turns);
+    for (int i = 0; i < 100; ++i) ok &= Co::resume(cid) && resume_out_of_line(cid);
+    stop = true;
+    ok &= Co::resume(cid);
+  });
+  std::printf("status=%d turns=%d\n", status, turns);
+  return status == 0 && ok && turns == 201 ? 0 : 1;
+}
+CPP
+  # -O0: the inline functions are emitted out of line, where the linker would merge them.
+  # shellcheck disable=SC2046
+  g++ -O0 -o "$work/odr" "$work/odr_a.cpp" "$work/odr_b.cpp" $(pkg-config --cflags --libs coring) ||
+    return 1
+  local symbols
+  symbols=$(nm -C "$work/odr")
+  grep -q 'coring::out_of_line_switch::resume(long)' <<<"$symbols" &&
+    grep -q 'coring::inline_switch::resume(long)' <<<"$symbols" || {
+    echo "expected both variants of coring::resume in the program:"
+    grep 'resume(long)' <<<"$symbols"
+    return 1
+  }
+  LD_LIBRARY_PATH=$lib_dir "$work/odr"
+}
+check "units built with and without CORING_NO_INLINE_SWITCH link into one program (no ODR clash)" \
+  odr_program
+
 subproject_program() {
   local project=$work/subproject_user
   mkdir -p "$project/subprojects"

@@ -33,6 +33,17 @@
 #define CORING_DETAIL_INLINE_SWITCH 0
 #endif
 
+// The inline functions whose bodies depend on CORING_DETAIL_INLINE_SWITCH (create(), go(),
+// resume(), this_coroutine::yield()) live in an inline namespace named after the variant, so
+// that a program whose translation units differ (one built with ASan or CORING_NO_INLINE_SWITCH,
+// another without) has two differently named functions instead of one name with two bodies,
+// of which the linker would keep either for both (an ODR violation).
+#if CORING_DETAIL_INLINE_SWITCH
+#define CORING_DETAIL_SWITCH_VARIANT inline_switch
+#else
+#define CORING_DETAIL_SWITCH_VARIANT out_of_line_switch
+#endif
+
 extern "C" void coring_jump_context();  // not callable from C++: see jump() below
 
 namespace coring::detail {

@@ -31,6 +31,7 @@ struct Waiter {
 inline constexpr int kWaitOk = 0;
 inline constexpr int kWaitClosed = -1;     // the object was closed while waiting
 inline constexpr int kWaitDestroyed = -2;  // the object was destroyed while waiting
+inline constexpr int kWaitFailed = -3;     // the waker could not complete the hand-over
 
 // Intrusive FIFO of waiters; O(1) push, pop and removal. Never allocates.
 class WaitList {
@@ -101,6 +102,9 @@ void wake_all(WaitList& list, int result) noexcept;
 
 // True when the calling code runs inside a coroutine (so it may wait).
 bool in_coroutine() noexcept;
+
+// True when the calling code runs in a coroutine that is being unwound after a deadlock.
+bool running_is_unwinding() noexcept;
 
 // Records an errno value as the running coroutine's (or thread's) last_error().
 void set_last_error(int error_number) noexcept;
