@@ -8,6 +8,7 @@
 #include <coring/coring.hpp>
 #include <memory>
 #include <numeric>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -490,4 +491,64 @@ TEST_CASE("close() then destroying the channel at once: the calls it woke do not
   // close() recorded why the woken calls fail.
   CHECK(errors_seen ==
         std::vector<Co::ChannelError>{Co::ChannelError::closed, Co::ChannelError::closed});
+}
+
+namespace {
+// A value whose copy throws when asked to; moves never throw.
+struct Fragile {
+  int value;
+  bool copy_throws;
+  Fragile(int v, bool throws) : value(v), copy_throws(throws) {}
+  Fragile(const Fragile& other) : value(other.value), copy_throws(other.copy_throws) {
+    if (other.copy_throws) throw std::runtime_error("copy refused");
+  }
+  Fragile(Fragile&& other) noexcept : value(other.value), copy_throws(other.copy_throws) {}
+};
+}  // namespace
+
+TEST_CASE("a copy that throws lands in the producer's push(), and no queued value is lost") {
+  int popped = 0, producer_threw = 0;
+  size_t left = 99;
+  int rc = Co::run([&] {
+    Co::Channel<Fragile> ch(1);
+    CHECK(ch.push(Fragile(1, false)));  // full now
+    Co::create([&] {
+      const Fragile bad(2, true);
+      try {
+        ch.push(bad);  // waits: the buffer is full
+      } catch (const std::runtime_error&) {
+        ++producer_threw;
+      }
+    });
+    // Takes the queued 1; the producer's copy fails in its push, not here.
+    CHECK_NOTHROW(popped = ch.pop().value_or(Fragile(-1, false)).value);
+    left = ch.size();
+  });
+  CHECK(rc == 0);
+  CHECK(popped == 1);
+  CHECK(producer_threw == 1);
+  CHECK(left == 0);
+}
+
+TEST_CASE("unbuffered: a producer whose copy throws fails alone; the consumer takes the next") {
+  int popped = 0, producer_threw = 0;
+  int rc = Co::run([&] {
+    Co::Channel<Fragile> ch(0);
+    Co::create([&] {
+      const Fragile bad(2, true);
+      try {
+        ch.push(bad);
+      } catch (const std::runtime_error&) {
+        ++producer_threw;
+      }
+    });
+    Co::create([&] {
+      Co::this_coroutine::sleep(Co::Duration::zero());  // after the consumer has looked
+      ch.push(Fragile(3, false));
+    });
+    CHECK_NOTHROW(popped = ch.pop(5s).value_or(Fragile(-1, false)).value);
+  });
+  CHECK(rc == 0);
+  CHECK(popped == 3);
+  CHECK(producer_threw == 1);
 }

@@ -218,7 +218,8 @@ TEST_CASE("Mutex: try_lock, unlock of an unlocked mutex, lock outside a coroutin
   CHECK(m.try_lock());
   CHECK_FALSE(m.try_lock());
   CHECK(m.locked());
-  CHECK_THROWS_AS(m.lock(), std::logic_error);  // would have to wait outside a coroutine
+  // The code outside any coroutine already holds it: locking again would wait forever.
+  CHECK_THROWS_AS(m.lock(), std::system_error);
   m.unlock();
   CHECK_FALSE(m.locked());
   CHECK_THROWS_AS(m.unlock(), std::logic_error);
@@ -256,4 +257,80 @@ TEST_CASE("Mutex: works with std::lock_guard and std::unique_lock") {
   });
   CHECK(rc == 0);
   CHECK(most_inside == 1);
+}
+
+TEST_CASE("Mutex: lock() would have to wait outside a coroutine: std::logic_error") {
+  Co::Mutex m;
+  int rc = Co::run([&] { m.lock(); });  // left held by a coroutine that has ended
+  CHECK(rc == 0);
+  CHECK(m.locked());
+  CHECK_THROWS_AS(m.lock(), std::logic_error);  // outside any coroutine it could only wait
+}
+
+TEST_CASE("Mutex: it knows its holder: unlock by another coroutine throws, relock is EDEADLK") {
+  std::string unlock_error;
+  bool relock_deadlock = false;
+  int rc = Co::run([&] {
+    Co::Mutex m;
+    m.lock();
+    try {
+      m.lock();
+    } catch (const std::system_error& e) {
+      relock_deadlock = e.code() == std::errc::resource_deadlock_would_occur;
+    }
+    long holder = Co::this_coroutine::id();
+    Co::create([&] {
+      try {
+        m.unlock();
+      } catch (const std::logic_error& e) {
+        unlock_error = e.what();
+      }
+    });
+    CHECK(m.locked());  // the failed unlock changed nothing
+    m.unlock();
+    CHECK_FALSE(m.locked());
+    CHECK(unlock_error.find("coroutine#" + std::to_string(holder) + " does") != std::string::npos);
+  });
+  CHECK(rc == 0);
+  CHECK(relock_deadlock);
+}
+
+TEST_CASE("Mutex: a lock() refused during the unwinding leaves the holder's lock alone") {
+  // B (created first, so unwound first) locks in a destructor run by its unwinding while A,
+  // stuck too, holds the lock: B's lock() cannot wait and returns without it; its guard's
+  // unlock() must not release A's lock.
+  coring_test::LogCapture logs;
+  Co::Mutex m;
+  Co::Channel<int> ch(0);
+  long a_id = -1;
+  bool held_after_guard = false;
+  bool lock_failed_cancelled = false;
+  struct LocksInDestructor {
+    Co::Mutex* m;
+    bool* held_after_guard;
+    bool* lock_failed_cancelled;
+    ~LocksInDestructor() {
+      {
+        std::lock_guard<Co::Mutex> guard(*m);
+        *lock_failed_cancelled = Co::last_error() == std::errc::operation_canceled;
+      }
+      *held_after_guard = m->locked();
+    }
+  };
+  int rc = Co::run([&] {
+    Co::create([&] {  // B
+      LocksInDestructor guard{&m, &held_after_guard, &lock_failed_cancelled};
+      ch.pop();
+    });
+    a_id = Co::create([&] {  // A: holds the lock (no guard: its unwinding keeps it)
+      m.lock();
+      ch.pop();
+    });
+    ch.pop();
+  });
+  CHECK(rc == -1);
+  CHECK(Co::last_error() == std::errc::resource_deadlock_would_occur);
+  CHECK(lock_failed_cancelled);
+  CHECK(held_after_guard);
+  CHECK(m.locked());
 }

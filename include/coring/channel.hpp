@@ -13,6 +13,9 @@
 //   then fails. close() wakes every waiting producer and consumer with this error.
 // - canceled: cancel(cid) interrupted the wait.
 // A push that fails leaves its argument as it was: a move-only value is not moved from.
+// A value whose copy (or move) throws: the exception comes out of the push() that offered the
+// value, never out of a pop(), and no value already queued is lost; a pop() that finds such a
+// producer waiting carries on with the next value.
 // Destroying a channel while coroutines wait on it is a bug in the caller; they are woken with
 // failure (no error() to read then) and a WARNING is logged. close() followed at once by the
 // channel's destruction is fine: the calls it woke do not touch the channel again.
@@ -22,6 +25,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <new>
 #include <optional>
@@ -52,7 +56,7 @@ class Channel {
       detail::wake_all(producers_, detail::kWaitDestroyed);
       detail::wake_all(consumers_, detail::kWaitDestroyed);
     }
-    while (count_ > 0) pop_buffer();
+    while (count_ > 0) drop_front();
     if (buffer_ != nullptr) std::allocator<T>().deallocate(buffer_, capacity_);
   }
 
@@ -63,18 +67,19 @@ class Channel {
 
   std::optional<T> pop(Duration timeout = kForever) {
     if (count_ > 0) {
-      std::optional<T> out(pop_buffer());
-      // A slot just opened: the longest-waiting producer's value joins the queue.
-      if (detail::Waiter* producer = producers_.front()) {
-        push_buffer(producer);
-        detail::wake(*producer, detail::kWaitOk);
-      }
+      std::optional<T> out;
+      out.emplace(std::move(buffer_[head_]));  // if this throws, the value stays queued
+      drop_front();
+      refill_from_producers();  // a slot just opened
       return out;
     }
-    if (detail::Waiter* producer = producers_.front()) {  // unbuffered rendezvous
-      std::optional<T> out(take(*producer));
-      detail::wake(*producer, detail::kWaitOk);
-      return out;
+    while (detail::Waiter* producer = producers_.front()) {  // unbuffered rendezvous
+      std::optional<T> out;
+      if (hand_over(*producer,
+                    [&](auto&& value) { out.emplace(std::forward<decltype(value)>(value)); })) {
+        return out;
+      }
+      // That producer's value could not be taken (its push() fails); try the next one.
     }
     if (closed_) {
       error_ = ChannelError::closed;
@@ -129,6 +134,13 @@ class Channel {
     }
   }
 
+  // What a waiting producer offers: its value, and where a consumer that fails to take it
+  // leaves the exception (so that it lands in the producer's push(), never in the pop()).
+  struct Offer {
+    T* value;
+    std::exception_ptr failure;
+  };
+
   // kMove: the caller passed T&& (move from *value on success); else const T& (copy). A
   // template parameter, not a run-time flag, so that a move-only T compiles.
   template <bool kMove>
@@ -142,7 +154,7 @@ class Channel {
       if constexpr (kMove) {
         slot->emplace(std::move(*value));
       } else {
-        slot->emplace(*value);
+        slot->emplace(*value);  // if the copy throws, it throws here: the consumer waits on
       }
       detail::wake(*consumer, detail::kWaitOk);
       return true;
@@ -156,21 +168,52 @@ class Channel {
       ++count_;
       return true;
     }
+    Offer offer{value, nullptr};
     detail::Waiter waiter;
-    waiter.slot = value;
+    waiter.slot = &offer;
     waiter.flags = kMove ? 0 : kCopyValue;
     int result = detail::park(producers_, waiter, timeout);
     if (result == detail::kWaitOk) return true;
+    if (result == detail::kWaitFailed) std::rethrow_exception(offer.failure);
     if (touches_channel(result)) error_ = to_error(result);
     return false;
   }
 
-  static T take(detail::Waiter& producer) {
-    T* value = static_cast<T*>(producer.slot);
-    if constexpr (std::is_copy_constructible_v<T>) {
-      if (producer.flags & kCopyValue) return T(*value);
+  // Builds the waiting producer's value through place(value) (a copy or a move, as it was
+  // pushed) and wakes it with success. If that throws, the producer's push() fails with the
+  // exception instead (it is woken with kWaitFailed) and false is returned: the consumer's
+  // call carries on, and no value is lost.
+  template <class Place>
+  static bool hand_over(detail::Waiter& producer, Place&& place) {
+    auto* offer = static_cast<Offer*>(producer.slot);
+    try {
+      if constexpr (std::is_copy_constructible_v<T>) {
+        if (producer.flags & kCopyValue) {
+          place(static_cast<const T&>(*offer->value));
+          detail::wake(producer, detail::kWaitOk);
+          return true;
+        }
+      }
+      place(std::move(*offer->value));
+    } catch (...) {
+      offer->failure = std::current_exception();
+      detail::wake(producer, detail::kWaitFailed);
+      return false;
     }
-    return T(std::move(*value));
+    detail::wake(producer, detail::kWaitOk);
+    return true;
+  }
+
+  // A slot opened in a full buffer: the longest-waiting producer's value joins the queue.
+  void refill_from_producers() {
+    while (detail::Waiter* producer = producers_.front()) {
+      T* slot = buffer_ + index(count_);
+      if (hand_over(*producer,
+                    [&](auto&& value) { ::new (slot) T(std::forward<decltype(value)>(value)); })) {
+        ++count_;
+        return;
+      }
+    }
   }
 
   size_t index(size_t offset) const noexcept {
@@ -178,18 +221,10 @@ class Channel {
     return i >= capacity_ ? i - capacity_ : i;
   }
 
-  T pop_buffer() {
-    T* front = buffer_ + head_;
-    T out(std::move(*front));
-    front->~T();
+  void drop_front() noexcept {
+    buffer_[head_].~T();
     head_ = index(1);
     --count_;
-    return out;
-  }
-
-  void push_buffer(detail::Waiter* producer) {
-    ::new (buffer_ + index(count_)) T(take(*producer));
-    ++count_;
   }
 
   size_t capacity_;

@@ -10,9 +10,15 @@
 //   (ECANCELED), or when it would have to wait outside a coroutine (EPERM). A counter pushed
 //   below zero by add()/done() throws std::logic_error and leaves the counter at zero.
 // - Mutex::lock() cannot time out and cancel(cid) does not interrupt it (use try_lock() in a
-//   loop with sleeps if you need that). lock() that would have to wait outside a coroutine, and
-//   unlock() of a mutex that is not locked, throw std::logic_error. The mutex is not recursive:
-//   locking it twice from one coroutine deadlocks, which run() reports (EDEADLK).
+//   loop with sleeps if you need that). The mutex knows which coroutine holds it (code outside
+//   any coroutine counts as one holder). lock() that would have to wait outside a coroutine,
+//   unlock() of a mutex that is not locked, and unlock() by a coroutine that does not hold it
+//   throw std::logic_error; lock() by the coroutine that already holds it throws
+//   std::system_error with EDEADLK (it is not recursive).
+// - While its coroutine is unwound after a deadlock, lock() cannot wait: it throws the
+//   unwinding, or, in a destructor run by that unwinding (where a throw would end the program),
+//   returns without the lock and with ECANCELED in last_error(). The matching unlock() (a
+//   std::lock_guard's) then does nothing, so the coroutine that really holds the lock keeps it.
 // Both belong to the thread that uses them; neither is safe to share between containers.
 #pragma once
 
@@ -48,10 +54,11 @@ class Mutex {
   void lock();
   bool try_lock() noexcept;
   void unlock();
-  bool locked() const noexcept { return locked_; }
+  bool locked() const noexcept { return holder_ != kUnlocked; }
 
  private:
-  bool locked_ = false;
+  static constexpr long kUnlocked = 0;  // coroutine ids start at 1; -1 is "outside"
+  long holder_ = kUnlocked;             // this_coroutine::id() of whoever holds it
   detail::WaitList waiters_;
 };
 
