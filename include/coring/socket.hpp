@@ -19,8 +19,15 @@
 //   the process: every send uses MSG_NOSIGNAL, and every container sets SIGPIPE to SIG_IGN
 //   when it starts if it is at its default (a handler the application installed is kept).
 // - recv() returns 0 when the peer closed its side.
-// - EMSGSIZE: recv_packet() met a packet larger than Protocol::package_max_length; the socket
-//   is unusable for reading after that (the stream cannot be re-synchronised).
+// - EMSGSIZE: recv_packet() met a packet larger than Protocol::package_max_length; EBADMSG: a
+//   length field that gives a packet shorter than the header that holds it (a length of 0 in
+//   a "length includes the header" layout). After either, every read fails with the same error
+//   (the stream cannot be re-synchronised); writing still works.
+// - EMSGSIZE also: a datagram larger than the buffer given to recv() or recvfrom(). The call
+//   returns -1; the buffer holds the datagram's first bytes (exactly the buffer's size) and
+//   the rest is lost, as the kernel drops it; recvfrom() still fills in host and port.
+// - EINVAL: a size larger than SSIZE_MAX (a negative length cast to size_t). Buffers of 4 GiB
+//   and more are fine: stream calls move them in pieces the kernel takes.
 // - Names are resolved with coring::resolve() (see system.hpp): numeric addresses without a
 //   syscall, names on a worker thread; a name that cannot be resolved fails connect() with the
 //   resolver's error (ENXIO: no such name, EINVAL: malformed).
@@ -54,7 +61,9 @@ struct Protocol {
   // 0: no length framing; otherwise the type of the length field, as pack() letters:
   // 'C' uint8, 'n' uint16 big-endian, 'N' uint32 big-endian, 'v' uint16 little-endian,
   // 'V' uint32 little-endian. The length field sits at length_offset; its value counts the bytes
-  // after body_offset, so a packet is body_offset + length bytes long.
+  // after body_offset, so a packet is body_offset + length bytes long. (Swoole's "length
+  // includes the header" layout is body_offset 0; a packet shorter than length_offset plus the
+  // field's size is then a framing error, EBADMSG.)
   char length_type = 0;
   size_t length_offset = 0;
   size_t body_offset = 0;

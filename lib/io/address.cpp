@@ -1,8 +1,12 @@
 #include "io/address.hpp"
 
 #include <arpa/inet.h>
+#include <net/if.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
+#include <cstdint>
 #include <cstring>
 
 #include "coring/coroutine.hpp"
@@ -10,15 +14,43 @@
 
 namespace coring::detail {
 
+namespace {
+
+// The interface index of an IPv6 scope: a number, or an interface name. 0 if unknown.
+uint32_t scope_index(std::string_view scope) {
+  if (scope.empty() || scope.size() >= IF_NAMESIZE) return 0;
+  if (std::all_of(scope.begin(), scope.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    unsigned long index = 0;
+    for (char c : scope) {
+      index = index * 10 + static_cast<unsigned long>(c - '0');
+      if (index > UINT32_MAX) return 0;
+    }
+    return static_cast<uint32_t>(index);
+  }
+  char name[IF_NAMESIZE];
+  std::memcpy(name, scope.data(), scope.size());
+  name[scope.size()] = '\0';
+  return ::if_nametoindex(name);
+}
+
+}  // namespace
+
 bool parse_numeric_address(std::string_view host, uint16_t port, int family, SocketAddress* out) {
+  if (host.find('\0') != std::string_view::npos) return false;
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
+  }
+  std::string_view scope;
+  if (size_t percent = host.find('%'); percent != std::string_view::npos) {
+    scope = host.substr(percent + 1);
+    host = host.substr(0, percent);
+    if (scope.empty()) return false;
   }
   char text[INET6_ADDRSTRLEN + 1];
   if (host.empty() || host.size() >= sizeof text) return false;
   std::memcpy(text, host.data(), host.size());
   text[host.size()] = '\0';
-  if (family != AF_INET6) {
+  if (family != AF_INET6 && scope.empty()) {
     auto* v4 = reinterpret_cast<sockaddr_in*>(&out->storage);
     if (::inet_pton(AF_INET, text, &v4->sin_addr) == 1) {
       v4->sin_family = AF_INET;
@@ -30,8 +62,11 @@ bool parse_numeric_address(std::string_view host, uint16_t port, int family, Soc
   if (family != AF_INET) {
     auto* v6 = reinterpret_cast<sockaddr_in6*>(&out->storage);
     if (::inet_pton(AF_INET6, text, &v6->sin6_addr) == 1) {
+      uint32_t index = 0;
+      if (!scope.empty() && (index = scope_index(scope)) == 0) return false;
       v6->sin6_family = AF_INET6;
       v6->sin6_port = htons(port);
+      v6->sin6_scope_id = index;
       out->length = sizeof(sockaddr_in6);
       return true;
     }
@@ -39,9 +74,12 @@ bool parse_numeric_address(std::string_view host, uint16_t port, int family, Soc
   return false;
 }
 
-bool make_unix_address(std::string_view path, SocketAddress* out) {
+int make_unix_address(std::string_view path, SocketAddress* out) {
   auto* unix_address = reinterpret_cast<sockaddr_un*>(&out->storage);
-  if (path.empty() || path.size() >= sizeof unix_address->sun_path) return false;
+  if (path.empty()) return EINVAL;
+  // An abstract name is bytes, NUL included; a filesystem path ends at the first NUL.
+  if (path.front() != '@' && path.find('\0') != std::string_view::npos) return EINVAL;
+  if (path.size() >= sizeof unix_address->sun_path) return ENAMETOOLONG;
   unix_address->sun_family = AF_UNIX;
   std::memcpy(unix_address->sun_path, path.data(), path.size());
   if (path.front() == '@') {
@@ -51,7 +89,7 @@ bool make_unix_address(std::string_view path, SocketAddress* out) {
     unix_address->sun_path[path.size()] = '\0';
     out->length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
   }
-  return true;
+  return 0;
 }
 
 int resolve_address(std::string_view host, uint16_t port, int family, Duration timeout,
@@ -77,7 +115,16 @@ std::string format_host(const sockaddr* address, socklen_t length, uint16_t* por
     case AF_INET6: {
       auto* v6 = reinterpret_cast<const sockaddr_in6*>(address);
       if (port != nullptr) *port = ntohs(v6->sin6_port);
-      return ::inet_ntop(AF_INET6, &v6->sin6_addr, text, sizeof text) ? text : "";
+      if (::inet_ntop(AF_INET6, &v6->sin6_addr, text, sizeof text) == nullptr) return "";
+      std::string host(text);
+      if (v6->sin6_scope_id != 0) {  // link-local: the scope is part of the address
+        char name[IF_NAMESIZE];
+        host += '%';
+        host += ::if_indextoname(v6->sin6_scope_id, name) != nullptr
+                    ? std::string(name)
+                    : std::to_string(v6->sin6_scope_id);
+      }
+      return host;
     }
     case AF_UNIX: {
       auto* unix_address = reinterpret_cast<const sockaddr_un*>(address);

@@ -58,11 +58,16 @@ struct SocketCore {
   Socket::Type type = Socket::Type::tcp;
   int error = 0;
   const char* error_text = nullptr;
-  bool closed = false;        // close() was called: new calls fail with EBADF
-  bool owned = true;          // a Socket object still refers to this core
-  bool read_broken = false;   // after EMSGSIZE the stream cannot be re-synchronised
+  bool closed = false;  // close() was called: new calls fail with EBADF
+  int open_error = 0;   // why the descriptor could not be made (calls fail with it)
+  bool owned = true;    // a Socket object still refers to this core
+  // A framing error (EMSGSIZE, EBADMSG): the stream cannot be re-synchronised, so every later
+  // read fails with it.
+  int framing_error = 0;
+  const char* framing_error_text = nullptr;
   bool more_to_read = false;  // the last recv left data in the socket (IORING_CQE_F_SOCK_NONEMPTY)
   int active = 0;             // coroutines inside a call on this socket
+  int closers = 0;            // coroutines inside close(), waiting for those calls to leave
   long reader_cid = 0;
   long writer_cid = 0;
   IoOp* read_op = nullptr;
@@ -148,18 +153,15 @@ void set_error(SocketCore* core, int error_number, const char* text = nullptr) n
   core->error_text = text;
 }
 
-int64_t deadline_for(Duration timeout) noexcept {
-  if (timeout == kForever) return INT64_MAX;
-  return deadline_after(monotonic_ns(), timeout);
-}
-
 Duration remaining(int64_t deadline) noexcept {
   if (deadline == INT64_MAX) return kForever;
   return Duration(deadline - monotonic_ns());
 }
 
 // Closes the descriptor once the socket is closed and no call is inside it any more, and frees
-// the core once, in addition, no Socket object refers to it.
+// the core once, in addition, no Socket object and no close() refers to it. (The Socket a
+// close() was called on may be destroyed while that close() waits: its owner's coroutine, woken
+// with ECANCELED, returns.)
 void settle(SocketCore* core) noexcept {
   if (core->active > 0) return;
   if (core->closed && core->fd >= 0) {
@@ -167,13 +169,19 @@ void settle(SocketCore* core) noexcept {
     core->fd = -1;
     wake_all(core->close_waiters, kWaitOk);
   }
-  if (!core->owned) delete core;
+  if (!core->owned && core->closers == 0) delete core;
 }
 
-// For the calls that do not wait (bind, listen, options): false with EBADF once closed.
+// The error of a call on a socket that is not open: the constructor's (EMFILE...) if the
+// descriptor could never be made, else EBADF.
+void set_not_open_error(SocketCore* core) noexcept {
+  set_error(core, core->open_error != 0 ? core->open_error : EBADF);
+}
+
+// For the calls that do not wait (bind, listen, options): false once closed.
 bool open_for_call(SocketCore* core) noexcept {
   if (core != nullptr && !core->closed) return true;
-  if (core != nullptr) set_error(core, EBADF);
+  if (core != nullptr) set_not_open_error(core);
   return false;
 }
 
@@ -210,7 +218,7 @@ class Call {
   Call(SocketCore* core, bool reading) : core_(core), reading_(reading) {
     if (core == nullptr) return;  // moved-from Socket: ok() reports EBADF
     if (core->closed || core->fd < 0) {
-      set_error(core, EBADF);
+      set_not_open_error(core);
       return;
     }
     Coroutine* self = running_coroutine();
@@ -241,9 +249,11 @@ class Call {
   // Returns the CQE result (-errno on failure, -ETIMEDOUT past the deadline).
   template <class Prepare>
   int32_t ring(int64_t deadline, Prepare&& prepare) {
+    WaitPermit permit = begin_wait();
+    if (!permit) return -permit.error;
     IoOp op;
     int error = 0;
-    io_uring_sqe* sqe = prepare_io(op, &error);
+    io_uring_sqe* sqe = prepare_io(permit, op, &error);
     if (sqe == nullptr) return -error;
     prepare(sqe);
     IoOp*& pending = reading_ ? core_->read_op : core_->write_op;
@@ -252,7 +262,7 @@ class Call {
       IoOp*& pending;
       ~Clear() { pending = nullptr; }
     } clear{pending};
-    int32_t result = wait_io(op, deadline);
+    int32_t result = wait_io(permit, op, deadline);
     cqe_flags_ = op.cqe_flags;
     // cancel(cid) that lost the race with the operation's own completion: the data stays
     // delivered, but a looping call (send_all, recv_all, recv_packet) must not start another.
@@ -327,29 +337,60 @@ ssize_t failed(SocketCore* core, int32_t result) {
   return -1;
 }
 
+// The most one ring operation moves: an SQE's length is 32 bits and a CQE's result a signed
+// 32-bit count, and Linux moves at most this much in one read or write anyway (MAX_RW_COUNT).
+// Stream calls move larger buffers in pieces; a datagram this large cannot exist.
+constexpr size_t kMaxTransfer = 0x7ffff000;
+
+bool is_datagram(const SocketCore* core) noexcept {
+  return socktype_of(core->type) == SOCK_DGRAM;
+}
+
+constexpr const char* kTruncatedText =
+    "the datagram was larger than the buffer: the first bytes are in the buffer, the rest is lost";
+
+// A datagram read with MSG_TRUNC returns the datagram's real length: more than `size` means it
+// was cut short. Returns the byte count, or -1 with EMSGSIZE for a truncated datagram.
+ssize_t datagram_length(SocketCore* core, ssize_t length, size_t size) {
+  if (static_cast<size_t>(length) <= size) return length;
+  set_error(core, EMSGSIZE, kTruncatedText);
+  return -1;
+}
+
 // recv() without the packet buffer. Returns bytes, 0 at end of stream, or -1 (error set).
 ssize_t receive(SocketCore* core, Call& call, void* buffer, size_t size, Duration timeout) {
   // close() from another coroutine during a looping call (recv_all, recv_packet) whose previous
   // read completed before the cancellation landed: stop instead of reading again.
   if (core->closed || call.cancel_requested()) return failed(core, -ECANCELED);
+  const bool datagram = is_datagram(core);
+  const int flags = datagram ? MSG_TRUNC : 0;  // so that a cut-short datagram is noticed
+  if (!datagram) size = std::min(size, kMaxTransfer);
   if (timeout <= Duration::zero() || io_strategy() == IoStrategy::try_first) {
-    ssize_t n = ::recv(core->fd, buffer, size, MSG_DONTWAIT);
-    if (n >= 0) return n;
+    ssize_t n = ::recv(core->fd, buffer, size, MSG_DONTWAIT | flags);
+    if (n >= 0) return datagram ? datagram_length(core, n, size) : n;
     if (errno != EAGAIN && errno != EWOULDBLOCK) return failed(core, -errno);
     if (timeout <= Duration::zero()) return failed(core, -ETIMEDOUT);
   }
+  // A datagram buffer of 4 GiB or more: the kernel caps what it delivers far below that.
+  unsigned length = static_cast<unsigned>(std::min(size, kMaxTransfer));
   int32_t result = call.ring(deadline_for(timeout), [&](io_uring_sqe* sqe) {
-    io_uring_prep_recv(sqe, core->fd, buffer, size, 0);
+    io_uring_prep_recv(sqe, core->fd, buffer, length, flags);
     // When the last recv emptied the socket, the next one usually finds nothing yet (request
     // and response traffic): go straight to waiting instead of trying a recv that fails first.
     if (!core->more_to_read && poll_first_enabled()) sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
   });
   core->more_to_read = (call.cqe_flags() & IORING_CQE_F_SOCK_NONEMPTY) != 0;
-  return result < 0 ? failed(core, result) : result;
+  if (result < 0) return failed(core, result);
+  return datagram ? datagram_length(core, result, size) : result;
 }
 
 ssize_t transmit(SocketCore* core, Call& call, const void* data, size_t size, Duration timeout) {
   if (core->closed || call.cancel_requested()) return failed(core, -ECANCELED);  // see receive()
+  if (size > kMaxTransfer) {
+    // A stream takes it in pieces (send_all loops); a datagram cannot be split.
+    if (is_datagram(core)) return failed(core, -EMSGSIZE);
+    size = kMaxTransfer;
+  }
   if (timeout <= Duration::zero() || io_strategy() != IoStrategy::ring) {
     ssize_t n = ::send(core->fd, data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n >= 0) return n;
@@ -357,7 +398,7 @@ ssize_t transmit(SocketCore* core, Call& call, const void* data, size_t size, Du
     if (timeout <= Duration::zero()) return failed(core, -ETIMEDOUT);
   }
   int32_t result = call.ring(deadline_for(timeout), [&](io_uring_sqe* sqe) {
-    io_uring_prep_send(sqe, core->fd, data, size, MSG_NOSIGNAL);
+    io_uring_prep_send(sqe, core->fd, data, static_cast<unsigned>(size), MSG_NOSIGNAL);
   });
   return result < 0 ? failed(core, result) : result;
 }
@@ -378,11 +419,25 @@ Duration pick(Duration timeout, Duration configured) noexcept {
   return timeout == Socket::kDefaultTimeout ? configured : timeout;
 }
 
-// Reads are refused once a packet was too large: the stream cannot be re-synchronised.
-bool readable(SocketCore* core) noexcept {
-  if (!core->read_broken) return true;
-  set_error(core, EMSGSIZE, "a packet exceeded package_max_length");
+// A size the ssize_t result cannot count (a negative length cast to size_t, usually) is refused.
+bool size_fits(SocketCore* core, size_t size) noexcept {
+  if (size <= static_cast<size_t>(SSIZE_MAX)) return true;
+  set_error(core, EINVAL, "size larger than SSIZE_MAX (a negative length?)");
   return false;
+}
+
+// Reads are refused after a framing error: the stream cannot be re-synchronised.
+bool readable(SocketCore* core) noexcept {
+  if (core->framing_error == 0) return true;
+  set_error(core, core->framing_error, core->framing_error_text);
+  return false;
+}
+
+// Records a framing error that every later read repeats.
+void break_framing(SocketCore* core, int error, const char* text) noexcept {
+  core->framing_error = error;
+  core->framing_error_text = text;
+  set_error(core, error, text);
 }
 
 size_t unread(SocketCore* core);
@@ -422,6 +477,7 @@ Socket::Socket(Type type) : core_(new SocketCore) {
   core_->fd = ::socket(detail::family_of(type),
                        detail::socktype_of(type) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (core_->fd < 0) {
+    core_->open_error = errno;
     detail::set_error(core_, errno);
     core_->closed = true;
     return;
@@ -504,8 +560,8 @@ bool Socket::connect(std::string_view unix_path, Duration timeout) {
     return false;
   }
   detail::SocketAddress address;
-  if (!detail::make_unix_address(unix_path, &address)) {
-    detail::set_error(core, unix_path.empty() ? EINVAL : ENAMETOOLONG);
+  if (int error = detail::make_unix_address(unix_path, &address); error != 0) {
+    detail::set_error(core, error);
     return false;
   }
   return detail::connect_to(core, call, address,
@@ -517,8 +573,8 @@ bool Socket::bind(std::string_view host, uint16_t port) {
   if (!detail::open_for_call(core)) return false;
   detail::SocketAddress address;
   if (detail::is_unix(core->type)) {
-    if (!detail::make_unix_address(host, &address)) {
-      detail::set_error(core, host.empty() ? EINVAL : ENAMETOOLONG);
+    if (int error = detail::make_unix_address(host, &address); error != 0) {
+      detail::set_error(core, error);
       return false;
     }
   } else {
@@ -575,6 +631,7 @@ ssize_t Socket::recv(void* buffer, size_t size, Duration timeout) {
   SocketCore* const core = core_;
   Call call(core, true);
   if (!call.ok()) return -1;
+  if (!detail::size_fits(core, size)) return -1;
   if (!detail::readable(core)) return -1;
   if (size_t n = detail::take_buffered(core, buffer, size); n > 0) return static_cast<ssize_t>(n);
   return detail::receive(core, call, buffer, size, detail::pick(timeout, core->read_timeout));
@@ -584,6 +641,7 @@ ssize_t Socket::send(const void* data, size_t size, Duration timeout) {
   SocketCore* const core = core_;
   Call call(core, false);
   if (!call.ok()) return -1;
+  if (!detail::size_fits(core, size)) return -1;
   return detail::transmit(core, call, data, size, detail::pick(timeout, core->write_timeout));
 }
 
@@ -591,6 +649,7 @@ ssize_t Socket::recv_all(void* buffer, size_t size, Duration timeout) {
   SocketCore* const core = core_;
   Call call(core, true);
   if (!call.ok()) return -1;
+  if (!detail::size_fits(core, size)) return -1;
   if (!detail::readable(core)) return -1;
   int64_t deadline = detail::deadline_for(detail::pick(timeout, core->read_timeout));
   auto* out = static_cast<char*>(buffer);
@@ -613,6 +672,7 @@ ssize_t Socket::send_all(const void* data, size_t size, Duration timeout) {
   SocketCore* const core = core_;
   Call call(core, false);
   if (!call.ok()) return -1;
+  if (!detail::size_fits(core, size)) return -1;
   int64_t deadline = detail::deadline_for(detail::pick(timeout, core->write_timeout));
   const auto* in = static_cast<const char*>(data);
   size_t sent = 0;
@@ -639,8 +699,7 @@ std::optional<std::string_view> Socket::recv_packet(Duration timeout) {
   int64_t deadline = detail::deadline_for(detail::pick(timeout, core->read_timeout));
   size_t max_length = core->protocol.package_max_length;
   auto oversize = [core]() -> std::optional<std::string_view> {
-    core->read_broken = true;
-    detail::readable(core);  // records EMSGSIZE
+    detail::break_framing(core, EMSGSIZE, "a packet exceeded package_max_length");
     return std::nullopt;
   };
   for (;;) {
@@ -670,6 +729,14 @@ std::optional<std::string_view> Socket::recv_packet(Duration timeout) {
                                                    core->protocol.length_offset),
             core->protocol.length_type);
         uint64_t length = core->protocol.body_offset + body;
+        if (length < header) {
+          // With "length includes the header" layouts (body_offset 0), a length shorter than
+          // the header itself: no packet can be that short, and accepting it would hand out
+          // packets that end inside their own header, or empty views that read as "closed".
+          detail::break_framing(core, EBADMSG,
+                                "the length field gives a packet shorter than its own header");
+          return std::nullopt;
+        }
         if (length > max_length) return oversize();
         if (available >= length) {
           core->packet_size = static_cast<size_t>(length);
@@ -720,10 +787,11 @@ ssize_t Socket::sendto(std::string_view host, uint16_t port, const void* data, s
   SocketCore* const core = core_;
   Call call(core, false);
   if (!call.ok()) return -1;
+  if (!detail::size_fits(core, size)) return -1;
   detail::SocketAddress address;
   if (detail::is_unix(core->type)) {
-    if (!detail::make_unix_address(host, &address)) {
-      detail::set_error(core, host.empty() ? EINVAL : ENAMETOOLONG);
+    if (int error = detail::make_unix_address(host, &address); error != 0) {
+      detail::set_error(core, error);
       return -1;
     }
   } else {
@@ -751,6 +819,7 @@ ssize_t Socket::recvfrom(void* buffer, size_t size, std::string* host, uint16_t*
   SocketCore* const core = core_;
   Call call(core, true);
   if (!call.ok()) return -1;
+  if (!detail::size_fits(core, size)) return -1;
   detail::SocketAddress from;
   iovec vector{buffer, size};
   msghdr message{};
@@ -758,9 +827,13 @@ ssize_t Socket::recvfrom(void* buffer, size_t size, std::string* host, uint16_t*
   message.msg_namelen = sizeof from.storage;
   message.msg_iov = &vector;
   message.msg_iovlen = 1;
-  int32_t result =
-      call.ring(detail::deadline_for(detail::pick(timeout, core->read_timeout)),
-                [&](io_uring_sqe* sqe) { io_uring_prep_recvmsg(sqe, core->fd, &message, 0); });
+  // MSG_TRUNC: the result is the datagram's real length, so that a cut-short one is noticed.
+  // (On a stream socket MSG_TRUNC would discard the data instead.)
+  const bool datagram = detail::is_datagram(core);
+  int32_t result = call.ring(
+      detail::deadline_for(detail::pick(timeout, core->read_timeout)), [&](io_uring_sqe* sqe) {
+        io_uring_prep_recvmsg(sqe, core->fd, &message, datagram ? MSG_TRUNC : 0);
+      });
   if (result < 0) return detail::failed(core, result);
   uint16_t from_port = 0;
   std::string from_host = message.msg_namelen > 0
@@ -768,7 +841,7 @@ ssize_t Socket::recvfrom(void* buffer, size_t size, std::string* host, uint16_t*
                               : std::string();
   if (host != nullptr) *host = std::move(from_host);
   if (port != nullptr) *port = from_port;
-  return result;
+  return datagram ? detail::datagram_length(core, result, size) : result;
 }
 
 // ---- closing -----------------------------------------------------------------------------------
@@ -780,21 +853,32 @@ bool Socket::shutdown(int how) {
 }
 
 bool Socket::close() {
+  // Only `core` from here on: `this` may be destroyed while we wait (the coroutine that owns
+  // the socket wakes with ECANCELED and returns), the core lives on while we hold it.
   SocketCore* const core = core_;
   if (core == nullptr) return false;
   if (!detail::begin_close(core)) {
     detail::set_error(core, EBADF);
     return false;
   }
-  detail::Coroutine* self = detail::running_coroutine();
+  struct Hold {  // settles (and maybe frees) the core when close() leaves, however it leaves
+    SocketCore* core;
+    explicit Hold(SocketCore* c) : core(c) { ++core->closers; }
+    ~Hold() {
+      --core->closers;
+      detail::settle(core);
+    }
+  } hold(core);
   // Wait for the readers and writers we just cancelled to leave, so that when close() returns
-  // the descriptor is really closed. (Outside a coroutine, or while being unwound, we cannot
-  // wait: the last of them closes it.)
-  while (core->active > 0 && self != nullptr && !self->unwinding) {
+  // the descriptor is really closed. Where we may not wait (outside a coroutine, while being
+  // unwound), the last of them closes it.
+  while (core->active > 0) {
     detail::Waiter waiter;
-    detail::park(core->close_waiters, waiter, kForever, detail::Cancellable::no);
+    if (detail::park(core->close_waiters, waiter, kForever, detail::Cancellable::no) !=
+        detail::kWaitOk) {
+      break;
+    }
   }
-  detail::settle(core);
   return true;
 }
 
