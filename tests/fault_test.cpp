@@ -14,7 +14,9 @@
 #include <cstddef>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
+#include "core/engine.hpp"  // white-box: hide kernel features from the engine
 #include "test_util.hpp"
 
 using coring_test::child_report;
@@ -33,9 +35,9 @@ namespace {
   return recurse(depth + 1) + frame[0];
 }
 
-// Installs a seccomp filter under which io_uring_setup fails with `error`; everything else is
-// allowed. Returns false if the kernel refuses the filter.
-bool forbid_io_uring_setup(int error) {
+// Installs a seccomp filter under which the system call `number` fails with `error`;
+// everything else is allowed. Returns false if the kernel refuses the filter.
+bool forbid_syscall(long number, int error) {
 #if defined(__x86_64__)
   constexpr unsigned kArch = AUDIT_ARCH_X86_64;
 #elif defined(__aarch64__)
@@ -48,7 +50,7 @@ bool forbid_io_uring_setup(int error) {
       BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kArch, 1, 0),
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<unsigned>(number), 0, 1),
       BPF_STMT(BPF_RET | BPF_K,
                SECCOMP_RET_ERRNO | (static_cast<unsigned>(error) & SECCOMP_RET_DATA)),
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
@@ -205,7 +207,7 @@ TEST_CASE("io_uring refused by a seccomp filter: run() returns -1 with one ERROR
   for (int error : {EPERM, ENOSYS}) {
     CAPTURE(error);
     auto child = run_in_child([error] {
-      if (!forbid_io_uring_setup(error)) {
+      if (!forbid_syscall(__NR_io_uring_setup, error)) {
         child_report("RESULT no-seccomp");
         return;
       }
@@ -284,4 +286,144 @@ TEST_CASE("SIGPIPE: a container ignores it unless the application installed a ha
   });
   INFO(handled.describe());
   CHECK(contains(handled.output, "RESULT handler ran"));
+}
+
+TEST_CASE("a kernel without a feature or opcode the engine needs: run() fails with ENOSYS") {
+  // Engine::hide_for_test makes set-up see the kernel without them (this kernel has them all).
+  struct Hidden {
+    uint32_t features;
+    int opcode;
+    const char* named;
+  };
+  for (const Hidden& hidden : {Hidden{IORING_FEAT_EXT_ARG, -1, "IORING_FEAT_EXT_ARG"},
+                               Hidden{IORING_FEAT_NODROP, -1, "IORING_FEAT_NODROP"},
+                               Hidden{0, IORING_OP_RECV, "IORING_OP_RECV"},
+                               Hidden{0, IORING_OP_ASYNC_CANCEL, "IORING_OP_ASYNC_CANCEL"}}) {
+    CAPTURE(hidden.named);
+    auto child = run_in_child([&] {
+      Co::detail::Engine::hide_for_test(hidden.features, hidden.opcode);
+      bool ran = false;
+      int rc = Co::run([&] { ran = true; });
+      child_report("RESULT rc=" + std::to_string(rc) + " error=" +
+                   std::to_string(Co::last_error().value()) + " ran=" + std::to_string(ran));
+    });
+    INFO(child.describe());
+    CHECK(child.exit_code() == 0);
+    Split split = split_result(child.output);
+    CHECK(split.result == "RESULT rc=-1 error=" + std::to_string(ENOSYS) + " ran=0");
+    REQUIRE(split.others.size() == 1);
+    CHECK(contains(split.others[0], "] ERROR "));
+    CHECK(contains(split.others[0], hidden.named));
+  }
+}
+
+TEST_CASE("io_uring_enter that keeps failing: a few ERROR lines, calls fail with its errno") {
+  // A seccomp filter installed while the container runs makes every io_uring_enter fail with
+  // EPERM. The scheduler must back off instead of looping, give up after about a second, fail
+  // the calls the kernel never saw with EPERM, keep timers and offload() working, abandon the
+  // recv the kernel already holds (its buffer may still be written), and end run() with
+  // -1 and EPERM.
+  auto child = run_in_child(
+      [] {
+        bool slept = false, held_returned = false;
+        ssize_t late_recv = 0;
+        int late_error = 0, offloaded = 0;
+        bool filtered = true;
+        int rc = Co::run([&] {
+          Co::Socket listener;
+          if (!listener.bind("127.0.0.1", 0) || !listener.listen()) return;
+          Co::Socket client;
+          if (!client.connect("127.0.0.1", listener.local_port(), std::chrono::seconds(5))) return;
+          auto accepted = listener.accept(std::chrono::seconds(5));
+          if (!accepted) return;
+          Co::create([&] {
+            char byte;
+            accepted->recv(&byte, 1, Co::kForever);  // taken by the kernel, never completes
+            held_returned = true;
+          });
+          Co::this_coroutine::sleep(std::chrono::milliseconds(10));  // the recv is submitted
+          filtered = forbid_syscall(__NR_io_uring_enter, EPERM);
+          if (!filtered) return;
+          slept = Co::this_coroutine::sleep(std::chrono::milliseconds(50));
+          char byte;
+          late_recv = client.recv(&byte, 1, std::chrono::seconds(30));
+          late_error = client.error().value();
+          offloaded = Co::offload([] { return 7; });
+        });
+        if (!filtered) {
+          child_report("RESULT no-seccomp");
+          return;
+        }
+        child_report("RESULT rc=" + std::to_string(rc) +
+                     " error=" + std::to_string(Co::last_error().value()) +
+                     " slept=" + std::to_string(slept) + " recv=" + std::to_string(late_recv) +
+                     "/" + std::to_string(late_error) + " offload=" + std::to_string(offloaded) +
+                     " held=" + std::to_string(held_returned));
+      },
+      30);
+  INFO(child.describe());
+  CHECK(child.exit_code() == 0);
+  Split split = split_result(child.output);
+  if (split.result == "RESULT no-seccomp") {
+    MESSAGE("seccomp filters are not available here; skipped");
+    return;
+  }
+  const std::string eperm = std::to_string(EPERM);
+  CHECK(split.result ==
+        "RESULT rc=-1 error=" + eperm + " slept=1 recv=-1/" + eperm + " offload=7 held=0");
+  size_t errors = 0;
+  for (const std::string& line : split.others) errors += contains(line, "] ERROR ");
+  CHECK(errors >= 2);  // the first failure, and giving up
+  CHECK(errors <= 5);  // not a loop of them
+}
+
+TEST_CASE("a submission queue of one entry: cancellations and wake-ups are never dropped") {
+  // With ring_entries 1 every request beyond the first needs the queue flushed first: 64 recvs,
+  // their 64 cancellations from one close() loop, and offloaded jobs whose wake-up read is
+  // re-armed each time. Every reader must wake with ECANCELED, every close() return.
+  int cancelled = 0, closed = 0, offloaded = 0;
+  Co::RunOptions options;
+  options.ring_entries = 1;
+  int rc = Co::run(
+      [&] {
+        constexpr int kReaders = 64;
+        Co::Socket listener;
+        CO_REQUIRE(listener.bind("127.0.0.1", 0));
+        CO_REQUIRE(listener.listen(kReaders));
+        std::vector<Co::Socket> clients, servers;
+        for (int i = 0; i < kReaders; ++i) {
+          clients.emplace_back();
+          CO_REQUIRE(
+              clients.back().connect("127.0.0.1", listener.local_port(), std::chrono::seconds(5)));
+          auto accepted = listener.accept(std::chrono::seconds(5));
+          CO_REQUIRE(accepted.has_value());
+          servers.push_back(std::move(*accepted));
+        }
+        Co::WaitGroup wg;
+        for (int i = 0; i < kReaders; ++i) {
+          wg.add(1);
+          Co::create([&, i] {
+            char byte;
+            if (servers[i].recv(&byte, 1, std::chrono::seconds(5)) == -1 &&
+                servers[i].error().value() == ECANCELED) {
+              ++cancelled;
+            }
+            wg.done();
+          });
+        }
+        for (int i = 0; i < 8; ++i) {
+          wg.add(1);
+          Co::create([&, i] {
+            offloaded += Co::offload([i] { return i; }) == i;
+            wg.done();
+          });
+        }
+        for (Co::Socket& server : servers) closed += server.close();
+        CHECK(wg.wait(std::chrono::seconds(10)));
+      },
+      options);
+  CHECK(rc == 0);
+  CHECK(cancelled == 64);
+  CHECK(closed == 64);
+  CHECK(offloaded == 8);
 }

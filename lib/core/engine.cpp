@@ -1,5 +1,9 @@
 #include "core/engine.hpp"
 
+#include <time.h>
+
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -19,6 +23,39 @@ constexpr unsigned kFlagSets[] = {
     0,
 };
 
+// What the library relies on. EXT_ARG (5.11): io_uring_submit_and_wait_timeout passes its
+// timeout to the kernel; without it liburing queues a timeout SQE of its own whose CQE is not
+// one of ours. NODROP (5.5): a full completion queue never loses a completion.
+struct Feature {
+  uint32_t bit;
+  const char* name;
+};
+constexpr Feature kFeatures[] = {
+    {IORING_FEAT_EXT_ARG, "IORING_FEAT_EXT_ARG (Linux 5.11)"},
+    {IORING_FEAT_NODROP, "IORING_FEAT_NODROP (Linux 5.5)"},
+};
+
+struct Opcode {
+  int op;
+  const char* name;
+};
+constexpr Opcode kOpcodes[] = {
+    {IORING_OP_RECV, "IORING_OP_RECV"},
+    {IORING_OP_SEND, "IORING_OP_SEND"},
+    {IORING_OP_ACCEPT, "IORING_OP_ACCEPT"},
+    {IORING_OP_CONNECT, "IORING_OP_CONNECT"},
+    {IORING_OP_SENDMSG, "IORING_OP_SENDMSG"},
+    {IORING_OP_RECVMSG, "IORING_OP_RECVMSG"},
+    {IORING_OP_READ, "IORING_OP_READ"},
+    {IORING_OP_WRITE, "IORING_OP_WRITE"},
+    {IORING_OP_OPENAT, "IORING_OP_OPENAT"},
+    {IORING_OP_CLOSE, "IORING_OP_CLOSE"},
+    {IORING_OP_ASYNC_CANCEL, "IORING_OP_ASYNC_CANCEL"},
+};
+
+std::atomic<uint32_t> g_hidden_features{0};
+std::atomic<int> g_hidden_opcode{-1};
+
 std::string describe_flags(unsigned flags) {
   std::string text;
   auto add = [&](unsigned bit, const char* name) {
@@ -34,7 +71,25 @@ std::string describe_flags(unsigned flags) {
   return text.empty() ? "none" : text;
 }
 
+int64_t now_ns() noexcept {
+  timespec now;
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  return int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
+}
+
+// Errors of io_uring_enter that a later call can get past: a timeout or a signal, or a
+// completion queue that needs reaping (EBUSY), or a transient shortage (EAGAIN, ENOMEM...
+// counts as persistent if it lasts).
+bool transient(int error) noexcept {
+  return error == ETIME || error == EINTR || error == EBUSY || error == EAGAIN;
+}
+
 }  // namespace
+
+void Engine::hide_for_test(uint32_t features, int opcode) noexcept {
+  g_hidden_features.store(features, std::memory_order_relaxed);
+  g_hidden_opcode.store(opcode, std::memory_order_relaxed);
+}
 
 Engine::~Engine() {
   if (initialized_) io_uring_queue_exit(&ring_);
@@ -57,6 +112,11 @@ int Engine::init(unsigned entries) {
     if (error != -EINVAL) break;
   }
   if (!initialized_) return error;
+  if (!check_kernel()) {
+    io_uring_queue_exit(&ring_);
+    initialized_ = false;
+    return -ENOSYS;
+  }
   // A registered ring fd spares the kernel an fd table lookup on every io_uring_enter.
   bool registered = io_uring_register_ring_fd(&ring_) == 1;
   log_format(LogLevel::debug, "io_uring ready: %u entries, flags %s, features 0x%x%s",
@@ -65,23 +125,58 @@ int Engine::init(unsigned entries) {
   return 0;
 }
 
-io_uring_sqe* Engine::get_sqe() {
-  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-  if (sqe == nullptr) {
-    // The submission queue is full: push the batch to the kernel to make room.
-    int submitted = io_uring_submit(&ring_);
-    if (submitted < 0) {
-      log_format(LogLevel::error, "io_uring_submit failed: %s", std::strerror(-submitted));
-      return nullptr;
-    }
-    sqe = io_uring_get_sqe(&ring_);
-    if (sqe == nullptr) return nullptr;
+bool Engine::check_kernel() {
+  missing_.clear();
+  uint32_t features = ring_.features & ~g_hidden_features.load(std::memory_order_relaxed);
+  for (const Feature& feature : kFeatures) {
+    if (!(features & feature.bit))
+      missing_ += missing_.empty() ? feature.name : std::string(", ") + feature.name;
   }
-  ++inflight_;
-  return sqe;
+  io_uring_probe* probe = io_uring_get_probe_ring(&ring_);
+  int hidden = g_hidden_opcode.load(std::memory_order_relaxed);
+  auto supported = [&](int op) {
+    return probe != nullptr && op != hidden && io_uring_opcode_supported(probe, op);
+  };
+  if (probe == nullptr) {
+    missing_ += missing_.empty() ? "" : ", ";
+    missing_ += "IORING_REGISTER_PROBE (Linux 5.6)";
+  } else {
+    for (const Opcode& opcode : kOpcodes) {
+      if (!supported(opcode.op)) {
+        missing_ += missing_.empty() ? "" : ", ";
+        missing_ += opcode.name;
+      }
+    }
+  }
+  // IORING_RECVSEND_POLL_FIRST and IORING_CQE_F_SOCK_NONEMPTY came with Linux 5.19, like
+  // IORING_OP_SOCKET, the one of the three a probe can see.
+  poll_first_supported_ = supported(IORING_OP_SOCKET);
+  if (probe != nullptr) io_uring_free_probe(probe);
+  return missing_.empty();
+}
+
+io_uring_sqe* Engine::get_sqe() {
+  if (failure_ != 0) return nullptr;
+  for (int attempt = 0;; ++attempt) {
+    if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) {
+      ++inflight_;
+      return sqe;
+    }
+    // The submission queue is full: push the batch to the kernel to make room. Never drop the
+    // request: a lost cancellation leaves close() waiting forever.
+    int submitted = io_uring_submit(&ring_);
+    if (submitted >= 0 && attempt < 64) continue;
+    if (submitted == -EBUSY || submitted == -EAGAIN) {
+      reap();  // room in the completion queue lets the kernel take the batch
+    } else if (submitted != -EINTR) {
+      submit_failed(submitted < 0 ? -submitted : EAGAIN);
+      if (failure_ != 0) return nullptr;
+    }
+  }
 }
 
 void Engine::submit_and_wait(int64_t timeout_ns) {
+  if (failure_ != 0) return;
   int result;
   if (timeout_ns == 0) {
     if (inflight_ == 0) return;
@@ -95,11 +190,84 @@ void Engine::submit_and_wait(int64_t timeout_ns) {
     io_uring_cqe* cqe = nullptr;
     result = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &timeout, nullptr);
   }
-  // ETIME: the timeout passed (a timer is due); EINTR: a signal; EBUSY: the completion queue
-  // overflowed and must be reaped first. All are handled by reaping and looping.
-  if (result < 0 && result != -ETIME && result != -EINTR && result != -EBUSY && result != -EAGAIN) {
-    log_format(LogLevel::error, "io_uring_enter failed: %s", std::strerror(-result));
+  if (result >= 0 || transient(-result)) {
+    if (failing_since_ns_ >= 0) {
+      log_format(LogLevel::warning, "io_uring_enter works again after %llu failures",
+                 static_cast<unsigned long long>(failures_));
+      failing_since_ns_ = -1;
+      failures_ = 0;
+    }
+    return;
   }
+  submit_failed(-result);
+}
+
+void Engine::submit_failed(int error) {
+  int64_t now = now_ns();
+  ++failures_;
+  if (failing_since_ns_ < 0) {
+    failing_since_ns_ = now;
+    backoff_ns_ = 1'000'000;
+    last_report_ns_ = now;
+    log_format(LogLevel::error, "io_uring_enter failed: %s; retrying", std::strerror(error));
+  } else if (now - failing_since_ns_ >= kGiveUpNs) {
+    give_up(error);
+    return;
+  } else if (now - last_report_ns_ >= 1'000'000'000) {
+    last_report_ns_ = now;
+    log_format(LogLevel::error, "io_uring_enter still failing (%llu times): %s",
+               static_cast<unsigned long long>(failures_), std::strerror(error));
+  }
+  // Back off, so that a failure that persists does not become a hot loop.
+  timespec pause{0, static_cast<long>(backoff_ns_)};
+  ::nanosleep(&pause, nullptr);
+  backoff_ns_ = std::min<int64_t>(backoff_ns_ * 2, 100'000'000);
+}
+
+void Engine::give_up(int error) {
+  failure_ = error;
+  // What the kernel never took, it will never complete: complete it here. (The SQ array maps
+  // slot i to sqes[i & mask], as liburing sets it up.)
+  unsigned head = *ring_.sq.khead;
+  unsigned tail = ring_.sq.sqe_tail;
+  size_t failed = 0;
+  for (unsigned i = head; i != tail; ++i) {
+    io_uring_sqe* sqe = &ring_.sq.sqes[i & ring_.sq.ring_mask];
+    --inflight_;
+    uint64_t data = sqe->user_data;
+    if (data == 0 || data == LIBURING_UDATA_TIMEOUT) continue;
+    auto* completion = reinterpret_cast<Completion*>(static_cast<uintptr_t>(data));
+    completion->complete(completion, -error, 0);
+    ++failed;
+  }
+  ring_.sq.sqe_head = ring_.sq.sqe_tail = head;
+  log_format(LogLevel::error,
+             "io_uring is unusable: io_uring_enter failed %llu times in %lld ms (%s); %zu "
+             "queued operations fail with that error, %zu taken by the kernel are abandoned",
+             static_cast<unsigned long long>(failures_),
+             static_cast<long long>((now_ns() - failing_since_ns_) / 1'000'000),
+             std::strerror(error), failed, inflight_);
+}
+
+unsigned Engine::reap() {
+  unsigned head;
+  unsigned count = 0;
+  io_uring_cqe* cqe;
+  io_uring_for_each_cqe(&ring_, head, cqe) {
+    ++count;
+    uint32_t flags = cqe->flags;
+    uint64_t data = cqe->user_data;
+    // 0: a request nobody waits for (a cancellation). LIBURING_UDATA_TIMEOUT: liburing's own
+    // timeout, which only kernels without EXT_ARG (refused by init()) would make.
+    if (data == LIBURING_UDATA_TIMEOUT) continue;
+    if (!(flags & IORING_CQE_F_MORE)) --inflight_;
+    if (data != 0) {
+      auto* completion = reinterpret_cast<Completion*>(static_cast<uintptr_t>(data));
+      completion->complete(completion, cqe->res, flags);
+    }
+  }
+  io_uring_cq_advance(&ring_, count);
+  return count;
 }
 
 }  // namespace coring::detail

@@ -34,8 +34,8 @@ void io_abort(WaitContext* context) {
 io_uring_sqe* prepare_io(const WaitPermit&, IoOp& op, int* error) {
   Scheduler* s = tls_scheduler;
   io_uring_sqe* sqe = s->engine().get_sqe();
-  if (sqe == nullptr) {
-    *error = EAGAIN;
+  if (sqe == nullptr) {  // the ring is unusable: fail with what made it so
+    *error = s->engine().failure();
     return nullptr;
   }
   op.complete = &complete_io;
@@ -51,6 +51,7 @@ int32_t wait_io(const WaitPermit& permit, IoOp& op, int64_t deadline_ns) {
   wait.op = &op;
   wait.abort = &io_abort;
   wait.fire = &io_deadline_passed;
+  wait.ring_operation = true;
   // Only the CQE readies us: the deadline and aborts merely request a cancellation.
   tls_scheduler->wait_until(permit, wait, deadline_ns, [&] { return op.completed; });
   if (op.result == -ECANCELED && op.cancel_reason != 0) return -op.cancel_reason;
@@ -62,7 +63,9 @@ void request_cancel(IoOp& op, int reason) noexcept {
   if (op.completed || op.cancel_reason != 0) return;
   op.cancel_reason = reason;
   io_uring_sqe* sqe = tls_scheduler->engine().get_sqe();
-  if (sqe == nullptr) return;  // the ring is broken; the operation still completes by itself
+  // Null only once the ring is unusable: the operation then either failed already (it never
+  // reached the kernel) or is abandoned with its coroutine (see Scheduler::loop).
+  if (sqe == nullptr) return;
   io_uring_prep_cancel64(sqe, reinterpret_cast<uint64_t>(&op), 0);
   io_uring_sqe_set_data64(sqe, 0);  // nobody waits for the cancellation's own CQE
 }

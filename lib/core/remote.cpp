@@ -1,6 +1,8 @@
 #include "core/remote.hpp"
 
+#include <poll.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -55,6 +57,24 @@ void RemoteInbox::on_wakeup(Completion* completion, int32_t, uint32_t) {
   inbox->armed_ = false;
   inbox->drain();
   inbox->arm();
+}
+
+void RemoteInbox::wait_without_ring(int64_t timeout_ns) {
+  timespec timeout{};
+  if (timeout_ns >= 0) {
+    timeout.tv_sec = timeout_ns / 1'000'000'000;
+    timeout.tv_nsec = timeout_ns % 1'000'000'000;
+  }
+  if (eventfd_ >= 0 && expected_ > 0) {
+    pollfd ready{eventfd_, POLLIN, 0};
+    ::ppoll(&ready, 1, timeout_ns >= 0 ? &timeout : nullptr, nullptr);
+    uint64_t value;
+    ssize_t ignored = ::read(eventfd_, &value, sizeof value);  // non-blocking: resets it
+    (void)ignored;
+  } else if (timeout_ns > 0) {
+    ::nanosleep(&timeout, nullptr);  // only timers are left to wait for
+  }
+  drain();
 }
 
 void RemoteInbox::drain() {

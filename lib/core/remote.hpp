@@ -41,6 +41,12 @@ class RemoteInbox {
   void deliver(std::unique_ptr<RemoteJob> job);
   // Scheduler thread, when the scheduler ends: later deliveries are dropped.
   void close() noexcept;
+  // How many coroutines wait for a delivery now.
+  size_t expected() const noexcept { return expected_; }
+  // Scheduler thread, once the ring is unusable (its eventfd read can no longer complete):
+  // waits up to timeout_ns (negative: no limit) for a delivery with ppoll, then finishes what
+  // was delivered.
+  void wait_without_ring(int64_t timeout_ns);
 
  private:
   struct Reader : Completion {

@@ -120,6 +120,13 @@ long Scheduler::next_coroutine_id() noexcept {
 
 int Scheduler::run(const CallableOps& ops, void* fn) {
   int error = engine_.init(options_.ring_entries);
+  if (error == -ENOSYS && !engine_.missing().empty()) {
+    log_format(LogLevel::error,
+               "io_uring lacks what coring needs: %s; coring needs Linux 5.19 or later",
+               engine_.missing().c_str());
+    set_last_error(ENOSYS);
+    return -1;
+  }
   if (error < 0) {
     log_format(LogLevel::error,
                "cannot set up io_uring (%u entries): %s; coring needs io_uring (Linux 5.19+, "
@@ -157,6 +164,10 @@ int Scheduler::run(const CallableOps& ops, void* fn) {
   } installed{this};
   if (spawn(ops, fn) < 0) return -1;  // spawn() recorded why in this thread's last_error()
   loop();
+  if (engine_.failure() != 0) {
+    set_last_error(engine_.failure());
+    return -1;
+  }
   if (deadlocked_) {
     set_last_error(EDEADLK);
     return -1;
@@ -323,9 +334,17 @@ void Scheduler::loop() {
         continue;
       }
     }
-    if (engine_.inflight() == 0 && timers_.empty()) {
+    const bool ring_works = engine_.failure() == 0;
+    // What can still wake a coroutine: a ring operation, or (once the ring is unusable, its
+    // operations never complete) a delivery from a worker thread; and a timer.
+    const size_t pending = ring_works ? engine_.inflight() : inbox_->expected();
+    if (pending == 0 && timers_.empty()) {
       if (coroutine_num_ == 0) return;
-      unwind_deadlocked();
+      if (ring_works) {
+        unwind_stuck(/*after_ring_failure=*/false);
+      } else if (!unwind_stuck(/*after_ring_failure=*/true)) {
+        return;  // only coroutines abandoned with their ring operations are left
+      }
       continue;
     }
     if (stacks_.free_count() > kStacksKeptWhenIdle) {
@@ -350,11 +369,27 @@ void Scheduler::poll(bool may_block) {
       timeout_ns = std::max<int64_t>(0, timers_.next_deadline() - monotonic_ns());
     }
   }
-  engine_.submit_and_wait(timeout_ns);
-  engine_.reap([](Completion* completion, int32_t result, uint32_t flags) {
-    completion->complete(completion, result, flags);
-  });
+  if (engine_.failure() == 0) {
+    engine_.submit_and_wait(timeout_ns);
+    engine_.reap();
+    if (engine_.failure() != 0) abandon_ring_operations();
+  } else {
+    inbox_->wait_without_ring(timeout_ns);
+  }
   if (!timers_.empty()) fire_timers(monotonic_ns());
+}
+
+// The ring just became unusable (Engine::give_up). The coroutines waiting on operations the
+// kernel took stay suspended for good: the kernel may still write into their buffers, which
+// live on their stacks, so those stacks must never be reused or unmapped. Their deadlines go,
+// so that they do not keep the container alive.
+void Scheduler::abandon_ring_operations() {
+  stacks_.keep_mapped();
+  coroutines_.for_each([&](Coroutine* c) {
+    if (c->wait_kind == WaitKind::wait && c->wait != nullptr && c->wait->ring_operation) {
+      disarm(*c->wait);
+    }
+  });
 }
 
 void Scheduler::fire_timers(int64_t now) {
@@ -362,12 +397,35 @@ void Scheduler::fire_timers(int64_t now) {
   while (TimerNode* node = timers_.pop_due(now)) node->fire(node);
 }
 
-void Scheduler::unwind_deadlocked() {
-  log_format(LogLevel::error, "all coroutines (count: %zu) are asleep - deadlock!", coroutine_num_);
-  deadlocked_ = true;
+bool Scheduler::unwind_stuck(bool after_ring_failure) {
   std::vector<Coroutine*> stuck;
   stuck.reserve(coroutine_num_);
-  coroutines_.for_each([&](Coroutine* c) { stuck.push_back(c); });
+  size_t abandoned = 0;
+  coroutines_.for_each([&](Coroutine* c) {
+    if (after_ring_failure && c->wait_kind == WaitKind::wait && c->wait != nullptr &&
+        c->wait->ring_operation) {
+      ++abandoned;
+    } else if (!c->unwinding) {
+      stuck.push_back(c);
+    }
+  });
+  if (after_ring_failure) {
+    if (stuck.empty()) {
+      log_format(LogLevel::error,
+                 "the container ends: %zu coroutines waiting on ring operations are abandoned "
+                 "(io_uring is unusable: %s)",
+                 abandoned, std::strerror(engine_.failure()));
+      return false;
+    }
+    log_format(LogLevel::error,
+               "io_uring is unusable and nothing can wake %zu coroutines any more: unwinding "
+               "them",
+               stuck.size());
+  } else {
+    log_format(LogLevel::error, "all coroutines (count: %zu) are asleep - deadlock!",
+               coroutine_num_);
+    deadlocked_ = true;
+  }
   std::sort(stuck.begin(), stuck.end(),
             [](const Coroutine* a, const Coroutine* b) { return a->id < b->id; });
   for (Coroutine* c : stuck) {
@@ -380,6 +438,7 @@ void Scheduler::unwind_deadlocked() {
       c->wait->abort(c->wait);
     }
   }
+  return true;
 }
 
 Stats Scheduler::stats() const {

@@ -74,6 +74,7 @@ struct WaitContext : TimerNode {
   void (*abort)(WaitContext* self) = nullptr;
   bool cancellable = true;
   bool aborted = false;
+  bool ring_operation = false;  // the wait is for a ring operation's completion
 };
 
 enum class WaitKind : uint8_t {
@@ -422,7 +423,10 @@ class Scheduler {
   void loop();
   void poll(bool may_block);
   void fire_timers(int64_t now);
-  void unwind_deadlocked();
+  // Unwinds the coroutines nothing can wake any more: all of them after a deadlock; after the
+  // ring became unusable, those not abandoned with a ring operation (false: none left).
+  bool unwind_stuck(bool after_ring_failure);
+  void abandon_ring_operations();
   long next_coroutine_id() noexcept;
   void install_signal_stack();
   void remove_signal_stack();

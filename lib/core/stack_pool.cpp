@@ -32,6 +32,7 @@ StackPool::StackPool(size_t stack_size, bool guard)
       slots_per_slab_(std::max<size_t>(1, kSlabBytes / slot_size_)) {}
 
 StackPool::~StackPool() {
+  if (keep_mapped_) return;  // deliberately leaked: see keep_mapped()
   for (auto& [address, bytes] : slabs_) ::munmap(address, bytes);
 }
 

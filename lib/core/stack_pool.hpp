@@ -34,6 +34,10 @@ class StackPool {
   void trim(size_t keep, int64_t now_ns);
   static constexpr size_t kTrimBatch = 8192;
 
+  // The slabs are never unmapped (nor trimmed) from now on: the kernel may still write into
+  // stacks whose coroutines were abandoned with an operation in flight.
+  void keep_mapped() noexcept { keep_mapped_ = true; }
+
   size_t stack_size() const noexcept { return stack_size_; }
   size_t guard_size() const noexcept { return guard_size_; }
   size_t free_count() const noexcept { return free_.size(); }
@@ -55,6 +59,7 @@ class StackPool {
   std::vector<char*> free_;
   size_t trimmed_ = 0;
   int64_t excess_since_ns_ = -1;  // when the pool last went beyond `keep`; -1: it is not
+  bool keep_mapped_ = false;
 };
 
 }  // namespace coring::detail

@@ -377,7 +377,10 @@ ssize_t receive(SocketCore* core, Call& call, void* buffer, size_t size, Duratio
     io_uring_prep_recv(sqe, core->fd, buffer, length, flags);
     // When the last recv emptied the socket, the next one usually finds nothing yet (request
     // and response traffic): go straight to waiting instead of trying a recv that fails first.
-    if (!core->more_to_read && poll_first_enabled()) sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+    if (!core->more_to_read && poll_first_enabled() &&
+        tls_scheduler->engine().poll_first_supported()) {
+      sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+    }
   });
   core->more_to_read = (call.cqe_flags() & IORING_CQE_F_SOCK_NONEMPTY) != 0;
   if (result < 0) return failed(core, result);
