@@ -36,6 +36,10 @@
 #include "coring/detail/wait.hpp"
 #include "coring/log.hpp"
 
+// Everything declared here is part of the shared library's interface (the library itself
+// is built with hidden visibility).
+#pragma GCC visibility push(default)
+
 namespace coring {
 
 enum class ChannelError { ok, timeout, closed, canceled };
@@ -238,3 +242,5 @@ class Channel {
 };
 
 }  // namespace coring
+
+#pragma GCC visibility pop

@@ -25,6 +25,10 @@
 #include <string>
 #include <type_traits>
 
+// Everything declared here is part of the shared library's interface (the library itself
+// is built with hidden visibility).
+#pragma GCC visibility push(default)
+
 namespace coring {
 
 namespace detail {
@@ -111,3 +115,5 @@ class BindError : public std::logic_error {
 };
 
 }  // namespace coring
+
+#pragma GCC visibility pop

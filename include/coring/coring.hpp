@@ -11,4 +11,10 @@
 #include "coring/system.hpp"
 #include "coring/timer.hpp"
 
+// Everything declared here is part of the shared library's interface (the library itself
+// is built with hidden visibility).
+#pragma GCC visibility push(default)
+
 namespace Co = coring;
+
+#pragma GCC visibility pop

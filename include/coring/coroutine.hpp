@@ -40,6 +40,10 @@
 #include "coring/detail/callable.hpp"
 #include "coring/detail/switch.hpp"
 
+// Everything declared here is part of the shared library's interface (the library itself
+// is built with hidden visibility).
+#pragma GCC visibility push(default)
+
 namespace coring {
 
 struct RunOptions {
@@ -199,3 +203,5 @@ void this_coroutine::defer(F&& fn) {
 }
 
 }  // namespace coring
+
+#pragma GCC visibility pop

@@ -19,6 +19,10 @@
 #include <functional>
 #include <string_view>
 
+// Everything declared here is part of the shared library's interface (the library itself
+// is built with hidden visibility).
+#pragma GCC visibility push(default)
+
 namespace coring {
 
 enum class LogLevel { debug, trace, info, notice, warning, error, none };
@@ -34,3 +38,5 @@ std::string_view log_level_name(LogLevel level) noexcept;  // "DEBUG", ..., "ERR
 void log(LogLevel level, std::string_view message);
 
 }  // namespace coring
+
+#pragma GCC visibility pop

@@ -48,6 +48,10 @@
 
 #include "coring/common.hpp"
 
+// Everything declared here is part of the shared library's interface (the library itself
+// is built with hidden visibility).
+#pragma GCC visibility push(default)
+
 namespace coring {
 namespace detail {
 struct SocketCore;
@@ -149,3 +153,5 @@ class Socket {
 };
 
 }  // namespace coring
+
+#pragma GCC visibility pop

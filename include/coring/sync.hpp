@@ -25,6 +25,10 @@
 #include "coring/common.hpp"
 #include "coring/detail/wait.hpp"
 
+// Everything declared here is part of the shared library's interface (the library itself
+// is built with hidden visibility).
+#pragma GCC visibility push(default)
+
 namespace coring {
 
 class WaitGroup {
@@ -63,3 +67,5 @@ class Mutex {
 };
 
 }  // namespace coring
+
+#pragma GCC visibility pop

@@ -35,6 +35,10 @@
 #include "coring/common.hpp"
 #include "coring/detail/callable.hpp"
 
+// Everything declared here is part of the shared library's interface (the library itself
+// is built with hidden visibility).
+#pragma GCC visibility push(default)
+
 namespace coring {
 
 // Addresses of host as text ("127.0.0.1", "::1"), IPv4 first for AF_UNSPEC.
@@ -97,3 +101,5 @@ std::invoke_result_t<F&> offload(F&& fn) {
 }
 
 }  // namespace coring
+
+#pragma GCC visibility pop

@@ -20,6 +20,10 @@
 #include "coring/common.hpp"
 #include "coring/detail/callable.hpp"
 
+// Everything declared here is part of the shared library's interface (the library itself
+// is built with hidden visibility).
+#pragma GCC visibility push(default)
+
 namespace coring {
 
 template <class F>
@@ -70,3 +74,5 @@ long tick(Duration d, F&& fn) {
 }
 
 }  // namespace coring
+
+#pragma GCC visibility pop

@@ -11,7 +11,7 @@ namespace coring {
 namespace detail {
 namespace {
 
-thread_local std::error_code tls_thread_error;
+thread_local int tls_thread_error = 0;
 
 struct SleepWait : WaitContext {
   Coroutine* self = nullptr;
@@ -60,11 +60,10 @@ R outside(R failure) {
 }  // namespace
 
 void set_last_error(int error_number) noexcept {
-  std::error_code code(error_number, std::generic_category());
   if (Coroutine* c = running_coroutine()) {
-    c->last_error = code;
+    c->last_error = error_number;
   } else {
-    tls_thread_error = code;
+    tls_thread_error = error_number;
   }
 }
 
@@ -128,17 +127,6 @@ long add_timer(Duration d, bool repeat, std::shared_ptr<TimerCallback> callback)
 }
 
 }  // namespace detail
-
-// The library's end of the inline jump in coring/detail/switch.hpp: callers jump here (never
-// call), and this jumps on to Boost.Context, so they need no link to Boost themselves.
-asm(R"(
-  .text
-  .globl coring_jump_context
-  .type coring_jump_context, @function
-coring_jump_context:
-  jmp jump_fcontext@PLT
-  .size coring_jump_context, .-coring_jump_context
-)");
 
 using detail::Coroutine;
 using detail::JoinNode;
@@ -312,8 +300,9 @@ std::vector<long> list() {
 }
 
 std::error_code last_error() {
-  if (Coroutine* c = running_coroutine()) return c->last_error;
-  return detail::tls_thread_error;
+  Coroutine* c = running_coroutine();
+  return std::error_code(c != nullptr ? c->last_error : detail::tls_thread_error,
+                         std::generic_category());
 }
 
 bool clear(long timer_id) {

@@ -26,13 +26,12 @@ std::atomic<unsigned> g_fork_generation{0};
 
 namespace {
 
-// Coroutine ids are unique in the process and never reused. Each thread takes them in blocks
-// so that creating a coroutine needs no atomic operation.
-// A block is one page of the CoroutineTable, so that a page belongs to one thread.
+// Coroutine ids are unique in the process and never reused. Each scheduler takes them in
+// blocks so that creating a coroutine needs no atomic operation (and, in the shared library,
+// no thread-local lookup either). A block is one page of the CoroutineTable, so that a page
+// belongs to one scheduler.
 constexpr long kIdBlock = CoroutineTable::kPageSize;
 std::atomic<long> g_next_id_block{0};
-thread_local long tls_next_id = 0;
-thread_local long tls_id_end = 0;
 
 std::atomic<long> g_next_timer_id{1};
 
@@ -110,12 +109,12 @@ Scheduler::Scheduler(const RunOptions& options)
 Scheduler::~Scheduler() = default;
 
 long Scheduler::next_coroutine_id() noexcept {
-  if (tls_next_id == tls_id_end) {
+  if (next_id_ == id_end_) [[unlikely]] {
     long block = g_next_id_block.fetch_add(1, std::memory_order_relaxed);
-    tls_next_id = block == 0 ? 1 : block * kIdBlock;  // ids start at 1
-    tls_id_end = (block + 1) * kIdBlock;
+    next_id_ = block == 0 ? 1 : block * kIdBlock;  // ids start at 1
+    id_end_ = (block + 1) * kIdBlock;
   }
-  return tls_next_id++;
+  return next_id_++;
 }
 
 int Scheduler::run(const CallableOps& ops, void* fn) {
@@ -262,7 +261,7 @@ Coroutine* Scheduler::make_coroutine(const CallableOps& ops, void* fn) {
   c->id = next_coroutine_id();
   c->parent_id = current_ == &hub_ ? -1 : current_->id;
   char* stack_top = align_down(callable, 16);
-  c->context = boost::context::detail::make_fcontext(stack_top, stack_top - base, &coroutine_entry);
+  c->context = make_context(stack_top, static_cast<size_t>(stack_top - base), &coroutine_entry);
 #if CORING_ASAN
   c->asan_stack_bottom = base;
   c->asan_stack_size = stack_size;

@@ -128,7 +128,7 @@ struct Coroutine : CoroutineHead {
   char* stack_base = nullptr;  // lowest usable byte of the stack (above the guard)
   std::vector<std::unique_ptr<Task>>* defers = nullptr;
   JoinNode* joiners = nullptr;
-  std::error_code last_error;
+  int last_error = 0;        // an errno; last_error() makes the std::error_code
   bool finishing = false;    // its function returned; its function object is being destroyed
   bool in_log_sink = false;  // inside the log sink: what it logs goes to stderr
   EhState eh;                // its exception-handling state, saved while it does not run
@@ -220,14 +220,22 @@ class Scheduler {
   // It may already be in the ready queue (a plain reschedule). Never throws: each wait checks
   // `unwinding` itself once its own bookkeeping is undone (an I/O wait must first see its CQE).
   void suspend() {
-    Coroutine* self = current_;
-    if (self->state == State::running) self->state = State::suspended;
-    Coroutine* next = pick_next(self);
-    if (next == self) {  // it was the only ready coroutine: go on without a switch
-      self->state = State::running;
-      return;
-    }
-    switch_to(self, next);
+    SwitchPlan plan = plan_suspend(current_);
+    if (plan.to_context != nullptr) jump_planned(plan);
+  }
+
+  // Makes the jump a plan_*() call planned, from inside the library (with ASan told about the
+  // stack switch), and lands when something switches back. The plan comes by value: nothing may
+  // be read from the old stack's (fake) frames once ASan has been told about the switch.
+  void jump_planned(SwitchPlan plan) {
+    void* to_context = plan.to_context;
+    auto* from = static_cast<Coroutine*>(plan.self);
+#if CORING_ASAN
+    __sanitizer_start_switch_fiber(from->state == State::dead ? nullptr : &from->asan_fake_stack,
+                                   current_->asan_stack_bottom, current_->asan_stack_size);
+#endif
+    transfer_t from_other = jump_context(to_context, from);
+    landed(from_other);
   }
 
   // Every blocking call of the library waits in two steps, so that the rules of waiting hold
@@ -245,19 +253,34 @@ class Scheduler {
   template <class Finished>
   void wait_until(const WaitPermit& permit, WaitContext& wait, int64_t deadline,
                   Finished&& finished) {
-    Coroutine* self = permit.self;
+    SwitchPlan plan = plan_wait(permit.self, wait, deadline);
+    if (plan.to_context != nullptr) jump_planned(plan);
+    finish_wait(permit.self, wait, finished);
+  }
+
+  // wait_until() in two halves, for a wait whose caller makes the switch itself (inline, in
+  // its own frame: see park() in coring/detail/wait.hpp). plan_wait arms the deadline, records
+  // the wait and plans the switch away; finish_wait runs once the coroutine is back.
+  SwitchPlan plan_wait(Coroutine* self, WaitContext& wait, int64_t deadline) {
     self->cancelled = false;
     if (deadline != INT64_MAX) {
       wait.deadline = deadline;
       arm(wait);
     }
-    do {
-      self->wait = &wait;
-      self->wait_kind = WaitKind::wait;
-      suspend();
+    self->wait = &wait;
+    self->wait_kind = WaitKind::wait;
+    return plan_suspend(self);
+  }
+  template <class Finished>
+  void finish_wait(Coroutine* self, WaitContext& wait, Finished&& finished) {
+    for (;;) {
       self->wait = nullptr;
       self->wait_kind = WaitKind::none;
-    } while (!finished());
+      if (finished()) break;
+      self->wait = &wait;  // woken without the wait being over: wait on
+      self->wait_kind = WaitKind::wait;
+      suspend();
+    }
     disarm(wait);
     unwind_after_wait(self);
   }
@@ -320,17 +343,25 @@ class Scheduler {
     switch_to(self, target);
   }
 
-  Coroutine* find(long id) const noexcept { return coroutines_.find(id); }
+  Coroutine* find(long id) const noexcept {
+    return coroutines_.find(id);
+  }
   // Ends c's wait with ECANCELED if it is cancellable. False otherwise.
   bool cancel(Coroutine* c);
 
-  void arm(TimerNode& node) { timers_.push(&node); }
+  void arm(TimerNode& node) {
+    timers_.push(&node);
+  }
   void disarm(TimerNode& node) noexcept {
     if (node.armed()) timers_.remove(&node);
   }
 
-  Engine& engine() noexcept { return engine_; }
-  const RunOptions& options() const noexcept { return options_; }
+  Engine& engine() noexcept {
+    return engine_;
+  }
+  const RunOptions& options() const noexcept {
+    return options_;
+  }
   Stats stats() const;
   std::vector<long> list() const;
   void for_each_coroutine_id(std::vector<long>& out) const;
@@ -339,8 +370,12 @@ class Scheduler {
   long add_timer(int64_t interval_ns, bool repeat, std::shared_ptr<TimerCallback> callback);
   bool clear_timer(long timer_id);
 
-  StackPool& stacks() noexcept { return stacks_; }
-  const std::shared_ptr<RemoteInbox>& inbox() const noexcept { return inbox_; }
+  StackPool& stacks() noexcept {
+    return stacks_;
+  }
+  const std::shared_ptr<RemoteInbox>& inbox() const noexcept {
+    return inbox_;
+  }
 
  private:
   friend void coroutine_entry(transfer_t from);
@@ -382,16 +417,7 @@ class Scheduler {
   }
 
   void switch_to(Coroutine* from, Coroutine* to) {
-    current_ = to;
-    to->state = State::running;
-    ++switches_;
-    swap_eh_state(from, to);
-#if CORING_ASAN
-    __sanitizer_start_switch_fiber(from->state == State::dead ? nullptr : &from->asan_fake_stack,
-                                   to->asan_stack_bottom, to->asan_stack_size);
-#endif
-    transfer_t from_other = jump_context(to->context, from);
-    landed(from_other);
+    jump_planned(plan_switch(from, to));
   }
 
   // Runs first on the stack we just switched to: records where the other side stopped, or
@@ -458,6 +484,8 @@ class Scheduler {
   size_t signal_stack_size_ = 0;
 
   unsigned fork_generation_ = g_fork_generation.load(std::memory_order_relaxed);
+  long next_id_ = 0;  // the next coroutine id of the current block (next_coroutine_id())
+  long id_end_ = 0;
   int pid_ = 0;  // the process that runs this scheduler (for the forked-child message)
 };
 

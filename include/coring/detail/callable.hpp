@@ -13,6 +13,10 @@
 #include <type_traits>
 #include <utility>
 
+// Everything declared here is part of the shared library's interface (the library itself
+// is built with hidden visibility).
+#pragma GCC visibility push(default)
+
 namespace coring::detail {
 
 struct CallableOps {
@@ -79,3 +83,5 @@ std::unique_ptr<Task> make_task(F&& fn) {
 }
 
 }  // namespace coring::detail
+
+#pragma GCC visibility pop

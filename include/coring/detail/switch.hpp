@@ -1,14 +1,15 @@
-// The inline half of this_coroutine::yield() and resume(). Not part of the public contract.
+// The inline half of this_coroutine::yield(), resume(), create() and park(). Not part of the
+// public contract.
 //
 // Why inline: after a context switch, every `ret` the CPU executes on the new stack is
 // predicted from return addresses pushed on the old one, and mispredicts (measured here: about
 // 7 ns per frame returned through, per switch, on top of a 10 ns jump_fcontext round trip). So
 // the library does all the bookkeeping in an ordinary call (prepare_*: its call and return
 // happen on one stack), and the jump itself happens in the caller's own frame, with no return
-// to mispredict afterwards. The jump enters Boost.Context's jump_fcontext through
-// coring_jump_context (a one-instruction trampoline in the library, so callers need no direct
-// link to Boost) without a `call`: jump_fcontext resumes the other side with `jmp`, never
-// `ret`, so a `call` would leave a stale return-stack entry behind.
+// to mispredict afterwards. The jump enters the library's context switch, coring_jump_context
+// (lib/core/context_switch.cpp, the same work as Boost.Context's jump_fcontext), without a
+// `call`: the switch resumes the other side with `jmp`, never `ret`, so a `call` would leave a
+// stale return-stack entry behind.
 //
 // Only on x86-64 and without AddressSanitizer in the calling translation unit (ASan must be
 // told about every stack switch; the library does that on its own path). Elsewhere the
@@ -18,6 +19,10 @@
 #include <cstdint>
 
 #include "coring/detail/callable.hpp"
+
+// Everything declared here is part of the shared library's interface (the library itself
+// is built with hidden visibility).
+#pragma GCC visibility push(default)
 
 #if defined(__SANITIZE_ADDRESS__)
 #define CORING_DETAIL_ASAN_TU 1
@@ -44,7 +49,8 @@
 #define CORING_DETAIL_SWITCH_VARIANT out_of_line_switch
 #endif
 
-extern "C" void coring_jump_context();  // not callable from C++: see jump() below
+extern "C" void coring_jump_context();  // not callable from C++: see jump() below (the library's
+                                        // context switch, lib/core/context_switch.cpp)
 
 namespace coring::detail {
 
@@ -89,35 +95,45 @@ struct Transfer {
 };
 
 #if defined(__x86_64__)
-// Also the library's own switch (lib/core/context_switch.hpp), ASan build included.
-inline __attribute__((always_inline)) Transfer jump(void* to, void* data) {
-  register void* rdi asm("rdi") = to;
-  register void* rsi asm("rsi") = data;
-  register void* rax asm("rax");
-  register void* rdx asm("rdx");
-  // Step over the red zone, push our own return address, jump: jump_fcontext saves the callee
-  // saved registers, the x87 control word and MXCSR; everything else is clobbered.
-  asm volatile(
-      "lea -128(%%rsp), %%rsp\n\t"
-      "lea 1f(%%rip), %%rcx\n\t"
-      "push %%rcx\n\t"
-      "jmp coring_jump_context@PLT\n"
-      "1:\n\t"
-      "lea 128(%%rsp), %%rsp\n\t"
-      : "=r"(rax), "=r"(rdx), "+r"(rdi), "+r"(rsi)
-      :
-      : "rcx", "r8", "r9", "r10", "r11", "memory", "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4",
-        "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14",
-        "xmm15", "st", "st(1)", "st(2)", "st(3)", "st(4)", "st(5)", "st(6)", "st(7)"
 #if defined(__AVX512F__)
-        ,
-        "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25",
-        "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31", "k1", "k2", "k3", "k4", "k5", "k6",
-        "k7"
+#define CORING_DETAIL_AVX512_CLOBBERS                                                           \
+  , "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25",   \
+      "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31", "k1", "k2", "k3", "k4", "k5", "k6", \
+      "k7"
+#else
+#define CORING_DETAIL_AVX512_CLOBBERS
 #endif
-  );
-  return Transfer{rax, rdx};
-}
+
+// Defines `name`, an inline jump to the context switch at `target` (an assembler symbol). It
+// steps over the red zone, pushes its own return address and jumps: the switch saves the
+// callee-saved registers, the x87 control word and MXCSR; everything else is clobbered. A
+// macro, so that the library's own switch (lib/core/context_switch.hpp) is the same code with
+// a target it reaches without the PLT.
+#define CORING_DETAIL_DEFINE_JUMP(name, target)                                                    \
+  inline __attribute__((always_inline)) Transfer name(void* to, void* data) {                      \
+    register void* rdi asm("rdi") = to;                                                            \
+    register void* rsi asm("rsi") = data;                                                          \
+    register void* rax asm("rax");                                                                 \
+    register void* rdx asm("rdx");                                                                 \
+    asm volatile(                                                                                  \
+        "lea -128(%%rsp), %%rsp\n\t"                                                               \
+        "lea 1f(%%rip), %%rcx\n\t"                                                                 \
+        "push %%rcx\n\t"                                                                           \
+        "jmp " target                                                                              \
+        "\n"                                                                                       \
+        "1:\n\t"                                                                                   \
+        "lea 128(%%rsp), %%rsp\n\t"                                                                \
+        : "=r"(rax), "=r"(rdx), "+r"(rdi), "+r"(rsi)                                               \
+        :                                                                                          \
+        : "rcx", "r8", "r9", "r10", "r11", "memory", "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", \
+          "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14",     \
+          "xmm15", "st", "st(1)", "st(2)", "st(3)", "st(4)", "st(5)", "st(6)",                     \
+          "st(7)" CORING_DETAIL_AVX512_CLOBBERS);                                                  \
+    return Transfer{rax, rdx};                                                                     \
+  }
+
+// The switch the inline halves of yield(), resume(), create() and park() make.
+CORING_DETAIL_DEFINE_JUMP(jump, "coring_jump_context@PLT")
 #endif
 
 #if CORING_DETAIL_INLINE_SWITCH
@@ -137,3 +153,5 @@ inline __attribute__((always_inline)) void complete_switch(const SwitchPlan& pla
 #endif
 
 }  // namespace coring::detail
+
+#pragma GCC visibility pop

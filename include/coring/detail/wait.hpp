@@ -13,6 +13,11 @@
 #include <cstdint>
 
 #include "coring/common.hpp"
+#include "coring/detail/switch.hpp"
+
+// Everything declared here is part of the shared library's interface (the library itself
+// is built with hidden visibility).
+#pragma GCC visibility push(default)
 
 namespace coring::detail {
 
@@ -87,11 +92,40 @@ class WaitList {
 
 enum class Cancellable : bool { no = false, yes = true };
 
+// Room on the waiting coroutine's stack for the library's record of one park() (what cancel()
+// and the deadline need to end it); the library checks that its record fits.
+struct ParkRecord {
+  alignas(8) unsigned char bytes[96];
+};
+
+// park() in halves, so that the switch away can happen in the caller's own frame (see
+// coring/detail/switch.hpp for why): prepare_park queues w and plans the switch (no context:
+// nothing to jump to, the wait failed at once or needs no switch), finish_park runs once the
+// coroutine is back and returns park()'s result.
+SwitchPlan prepare_park(WaitList& list, Waiter& w, Duration timeout, Cancellable cancellable,
+                        ParkRecord& record);
+int finish_park(Waiter& w, ParkRecord& record);
+int park_out_of_line(WaitList& list, Waiter& w, Duration timeout, Cancellable cancellable);
+
+inline namespace CORING_DETAIL_SWITCH_VARIANT {
+
 // Queues w at the back of list and suspends the running coroutine until w is woken, the timeout
 // passes (ETIMEDOUT), or it is cancelled (ECANCELED, only if cancellable). Returns w.result.
 // A timeout of zero fails at once with ETIMEDOUT without queueing. Outside a coroutine it
 // cannot wait: it returns EPERM and records it in last_error().
-int park(WaitList& list, Waiter& w, Duration timeout, Cancellable cancellable = Cancellable::yes);
+inline int park(WaitList& list, Waiter& w, Duration timeout,
+                Cancellable cancellable = Cancellable::yes) {
+#if CORING_DETAIL_INLINE_SWITCH
+  ParkRecord record;
+  SwitchPlan plan = prepare_park(list, w, timeout, cancellable, record);
+  if (plan.to_context != nullptr) complete_switch(plan);
+  return finish_park(w, record);
+#else
+  return park_out_of_line(list, w, timeout, cancellable);
+#endif
+}
+
+}  // namespace CORING_DETAIL_SWITCH_VARIANT
 
 // Takes w off its list, stores result in it and makes its coroutine ready to run. The caller
 // goes on; the woken coroutine runs at the scheduler's next turn.
@@ -110,3 +144,5 @@ bool running_is_unwinding() noexcept;
 void set_last_error(int error_number) noexcept;
 
 }  // namespace coring::detail
+
+#pragma GCC visibility pop
