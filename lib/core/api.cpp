@@ -151,7 +151,7 @@ static Coroutine* resumable(long cid) {
     set_last_error(ESRCH);
     return nullptr;
   }
-  if (target->wait_kind != WaitKind::yield || target->state != State::suspended) {
+  if (target->state != State::yielded) {
     set_last_error(EINVAL);
     return nullptr;
   }
@@ -196,14 +196,12 @@ bool resume_out_of_line(long cid) {
 SwitchPlan prepare_yield() {
   Coroutine* self = yieldable();
   if (self == nullptr) return SwitchPlan{nullptr, nullptr};
-  self->wait_kind = WaitKind::yield;
+  self->state = State::yielded;
 #if CORING_ASAN
   tls_scheduler->suspend();
-  self->wait_kind = WaitKind::none;
   unwind_after_wait(self);
   return SwitchPlan{nullptr, self};
 #else
-  // resume() (or the deadlock unwinder) resets wait_kind before switching back to us.
   return tls_scheduler->plan_suspend(self);
 #endif
 }

@@ -56,10 +56,6 @@ int64_t deadline_after(int64_t now, Duration d) noexcept {
   return ns > INT64_MAX - now ? INT64_MAX : now + ns;
 }
 
-int64_t deadline_for(Duration timeout) noexcept {
-  return timeout == kForever ? INT64_MAX : deadline_after(monotonic_ns(), timeout);
-}
-
 void coroutine_entry(transfer_t from) {
   Scheduler* s = tls_scheduler;
   s->landed(from);
@@ -310,8 +306,8 @@ void Scheduler::recycle(Coroutine* c) noexcept {
 }
 
 bool Scheduler::cancel(Coroutine* c) {
-  if (c->state != State::suspended || c->wait_kind != WaitKind::wait || c->wait == nullptr ||
-      !c->wait->cancellable || c->wait->aborted) {
+  if (c->state != State::waiting || c->wait == nullptr || !c->wait->cancellable ||
+      c->wait->aborted) {
     return false;
   }
   c->wait->aborted = true;
@@ -385,7 +381,7 @@ void Scheduler::poll(bool may_block) {
 void Scheduler::abandon_ring_operations() {
   stacks_.keep_mapped();
   coroutines_.for_each([&](Coroutine* c) {
-    if (c->wait_kind == WaitKind::wait && c->wait != nullptr && c->wait->ring_operation) {
+    if (c->state == State::waiting && c->wait != nullptr && c->wait->ring_operation) {
       disarm(*c->wait);
     }
   });
@@ -401,7 +397,7 @@ bool Scheduler::unwind_stuck(bool after_ring_failure) {
   stuck.reserve(coroutine_num_);
   size_t abandoned = 0;
   coroutines_.for_each([&](Coroutine* c) {
-    if (after_ring_failure && c->wait_kind == WaitKind::wait && c->wait != nullptr &&
+    if (after_ring_failure && c->state == State::waiting && c->wait != nullptr &&
         c->wait->ring_operation) {
       ++abandoned;
     } else if (!c->unwinding) {
@@ -429,10 +425,9 @@ bool Scheduler::unwind_stuck(bool after_ring_failure) {
             [](const Coroutine* a, const Coroutine* b) { return a->id < b->id; });
   for (Coroutine* c : stuck) {
     c->unwinding = true;
-    if (c->wait_kind == WaitKind::yield) {
-      c->wait_kind = WaitKind::none;
+    if (c->state == State::yielded) {
       make_ready(c);
-    } else if (c->wait_kind == WaitKind::wait && c->wait != nullptr && !c->wait->aborted) {
+    } else if (c->state == State::waiting && c->wait != nullptr && !c->wait->aborted) {
       c->wait->aborted = true;
       c->wait->abort(c->wait);
     }

@@ -17,9 +17,10 @@
 // - The hub runs only when no coroutine is in the middle of create()/resume() (return_to chains
 //   always unwind before a coroutine switches anywhere else), so when the hub finds nothing
 //   ready, no I/O in flight and no timer armed, every remaining coroutine is stuck: deadlock.
-// - A suspended coroutine that waits on something records it in `wait` (a WaitContext on its
-//   own stack) so that cancel() and the deadlock unwinder can end the wait; the CQE or timer
-//   that would have ended it finds it already ended and does nothing.
+// - A coroutine's state says what it is doing (State, coring/detail/switch.hpp); one store per
+//   switch keeps it. A waiting coroutine records what it waits for in `wait` (a WaitContext on
+//   its own stack) so that cancel() and the deadlock unwinder can end the wait; the CQE or
+//   timer that would have ended it finds it already ended and does nothing.
 // - The C++ exception-handling state (caught exceptions, uncaught count) is per coroutine:
 //   every switch (switch_to() and plan_switch() alike) saves the thread's into the coroutine it
 //   leaves and loads the one it enters (EhState).
@@ -77,12 +78,6 @@ struct WaitContext : TimerNode {
   bool ring_operation = false;  // the wait is for a ring operation's completion
 };
 
-enum class WaitKind : uint8_t {
-  none,   // running, ready, or suspended in create()/resume() waiting for its callee
-  yield,  // this_coroutine::yield(): only resume() ends it
-  wait,   // sleep, park, join, I/O: `wait` says how to end it early
-};
-
 struct JoinWait;
 
 // One link between a joiner and one coroutine it joins (the joiner's stack holds them all).
@@ -102,6 +97,7 @@ struct JoinNode {
 struct EhState {
   void* caught_exceptions = nullptr;
   unsigned int uncaught_exceptions = 0;
+  bool empty() const noexcept { return caught_exceptions == nullptr && uncaught_exceptions == 0; }
 };
 static_assert(sizeof(EhState) == 2 * sizeof(void*), "mirrors __cxa_eh_globals (no ARM EHABI)");
 
@@ -118,7 +114,6 @@ struct ForcedUnwind {};
 struct Coroutine : CoroutineHead {
   Coroutine* return_to = nullptr;
   Coroutine* next_ready = nullptr;
-  WaitKind wait_kind = WaitKind::none;
   bool cancelled = false;  // the most recent wait was ended by cancel()
   long id = -1;
   long parent_id = -1;
@@ -131,7 +126,7 @@ struct Coroutine : CoroutineHead {
   int last_error = 0;        // an errno; last_error() makes the std::error_code
   bool finishing = false;    // its function returned; its function object is being destroyed
   bool in_log_sink = false;  // inside the log sink: what it logs goes to stderr
-  EhState eh;                // its exception-handling state, saved while it does not run
+  EhState eh;                // its exception-handling state while it does not run
 #if CORING_ASAN
   void* asan_fake_stack = nullptr;
   const void* asan_stack_bottom = nullptr;
@@ -145,8 +140,11 @@ extern thread_local constinit Scheduler* tls_scheduler __attribute__((tls_model(
 int64_t monotonic_ns() noexcept;
 // now + d, saturating: kForever (or any huge d) becomes "never" (INT64_MAX).
 int64_t deadline_after(int64_t now, Duration d) noexcept;
-// The deadline of a wait that starts now: INT64_MAX for kForever.
-int64_t deadline_for(Duration timeout) noexcept;
+// The deadline of a wait that starts now: INT64_MAX for kForever (inline: most waits have no
+// deadline, and they should not pay a call to find out).
+inline int64_t deadline_for(Duration timeout) noexcept {
+  return timeout == kForever ? INT64_MAX : deadline_after(monotonic_ns(), timeout);
+}
 
 [[noreturn]] inline void throw_forced_unwind() {
   throw ForcedUnwind{};
@@ -268,17 +266,16 @@ class Scheduler {
       arm(wait);
     }
     self->wait = &wait;
-    self->wait_kind = WaitKind::wait;
+    self->state = State::waiting;
     return plan_suspend(self);
   }
   template <class Finished>
   void finish_wait(Coroutine* self, WaitContext& wait, Finished&& finished) {
     for (;;) {
       self->wait = nullptr;
-      self->wait_kind = WaitKind::none;
       if (finished()) break;
       self->wait = &wait;  // woken without the wait being over: wait on
-      self->wait_kind = WaitKind::wait;
+      self->state = State::waiting;
       suspend();
     }
     disarm(wait);
@@ -318,7 +315,6 @@ class Scheduler {
   }
   SwitchPlan plan_resume(Coroutine* target) noexcept {
     Coroutine* self = current_;
-    target->wait_kind = WaitKind::none;
     target->return_to = self;
     self->state = State::suspended;
     return plan_switch(self, target);
@@ -328,16 +324,14 @@ class Scheduler {
   void yield_running() {
     Coroutine* self = current_;
     if (refuse_wait_when_unwinding(self)) return;
-    self->wait_kind = WaitKind::yield;
+    self->state = State::yielded;
     suspend();
-    self->wait_kind = WaitKind::none;
     unwind_after_wait(self);
   }
 
   // Switches to `target` (suspended in yield) now; returns when it waits or ends.
   void resume(Coroutine* target) {
     Coroutine* self = current_;
-    target->wait_kind = WaitKind::none;
     target->return_to = self;
     self->state = State::suspended;
     switch_to(self, target);
@@ -411,9 +405,17 @@ class Scheduler {
     return SwitchPlan{to->context, from};
   }
 
+  // A coroutine's `eh` holds its state only while it does not run, and is empty while it runs,
+  // so that the common switch, where neither side is inside a handler or an unwinding, moves
+  // nothing: it only looks.
   void swap_eh_state(Coroutine* from, Coroutine* to) noexcept {
-    from->eh = *eh_state_;
-    *eh_state_ = to->eh;
+    EhState leaving = *eh_state_;
+    EhState entering = to->eh;
+    if (leaving.empty() && entering.empty()) [[likely]]
+      return;
+    from->eh = leaving;
+    *eh_state_ = entering;
+    to->eh = EhState{};
   }
 
   void switch_to(Coroutine* from, Coroutine* to) {

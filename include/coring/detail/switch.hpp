@@ -54,7 +54,14 @@ extern "C" void coring_jump_context();  // not callable from C++: see jump() bel
 
 namespace coring::detail {
 
-enum class State : uint8_t { ready, running, suspended, dead };
+enum class State : uint8_t {
+  ready,      // in the ready queue
+  running,    // the one running now
+  suspended,  // in create() or resume(), until the coroutine it started waits or ends
+  yielded,    // in this_coroutine::yield(): only resume() ends it
+  waiting,    // in a wait (sleep, park, join, I/O): the library knows how to end it early
+  dead,       // ended; its stack is recycled by whoever lands after its last switch
+};
 
 // The first fields of every coroutine's control block (the library's Coroutine derives from
 // it), the only ones the inline half touches.
