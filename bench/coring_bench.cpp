@@ -22,6 +22,8 @@
 // With --results (our flag, removed before Google Benchmark sees the rest), every benchmark also
 // prints one machine-readable line for scripts/bench.sh:
 //   RESULT<TAB>coring<TAB><name><TAB><real ns per iteration><TAB><unit>
+// (CORING_BENCH_IMPL replaces "coring": scripts/bench.sh runs the static LTO build as
+// "coring-lto", beside the program built against the installed shared library.)
 #include <benchmark/benchmark.h>
 #include <unistd.h>
 
@@ -29,6 +31,7 @@
 #include <coring/coring.hpp>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <system_error>
@@ -186,7 +189,9 @@ class ResultReporter : public benchmark::ConsoleReporter {
       double ns = run.GetAdjustedRealTime() *
                   benchmark::GetTimeUnitMultiplier(benchmark::kNanosecond) /
                   benchmark::GetTimeUnitMultiplier(run.time_unit);
-      std::printf("RESULT\tcoring\t%s\t%.6g\t%s\n", run.benchmark_name().c_str(), ns,
+      const char* implementation = std::getenv("CORING_BENCH_IMPL");
+      if (implementation == nullptr || *implementation == '\0') implementation = "coring";
+      std::printf("RESULT\t%s\t%s\t%.6g\t%s\n", implementation, run.benchmark_name().c_str(), ns,
                   unit_of(run.benchmark_name()));
       std::fflush(stdout);
     }

@@ -49,8 +49,15 @@ long status_kib(const char* name) {
   return -1;
 }
 
+// The implementation column of the RESULT lines: "coring", or what CORING_BENCH_IMPL says
+// (scripts/bench.sh runs the static LTO build as "coring-lto").
+const char* implementation() {
+  const char* name = std::getenv("CORING_BENCH_IMPL");
+  return name != nullptr && *name != '\0' ? name : "coring";
+}
+
 void result(const char* name, double value, const char* unit) {
-  std::printf("RESULT\tcoring\t%s\t%.6g\t%s\n", name, value, unit);
+  std::printf("RESULT\t%s\t%s\t%.6g\t%s\n", implementation(), name, value, unit);
   std::fflush(stdout);
 }
 

@@ -12,7 +12,8 @@
 #   ROUNDS [3]           rounds; every figure is the median over them
 #   SECTIONS [micro scale echo]
 #   BUILD_DIR [build-release]   the build directory (results go to BUILD_DIR/bench-results/)
-#   LTO [true]           -Db_lto for coring and the C++ peers
+#   LTO [true]           -Db_lto for the static build (the second coring column) and the C++
+#                        peers; the first coring column is always the shared library
 #   BENCH_CPU [0]        the CPU every measured program is pinned to (taskset -c)
 #   MIN_TIME [0.5]       Google Benchmark's --benchmark_min_time per micro figure, seconds
 #   PEER_SCALE [1]       multiplies the peers' micro iteration counts
@@ -21,6 +22,12 @@
 #                        have one
 #   ECHO_SECS [2]        measured seconds per echo run (after 0.5 s of warm-up)
 #   ECHO_CONFIGS ["100x64 1000x64 100x512 1000x512"]   connections x message bytes
+#
+# coring is measured as an embedding program gets it: the library built with the README's
+# options (release, no LTO) and installed into a private prefix, and the measured programs
+# compiled with `g++ -O2` against it through pkg-config, linked to the shared library. That is
+# the "coring" column, the one ratios and goals use; the "static LTO" column beside it is the
+# same program linked statically to an LTO build (BUILD_DIR).
 #
 # Method: each measured program runs alone, pinned to BENCH_CPU, under timeout(1). Within a
 # round the programs of a section alternate between coring and its peers, in reverse order on
@@ -81,6 +88,7 @@ build_all() {
     echo "bench: Boost.Fiber not found, its peer is skipped (scripts/deps.sh installs it)" >&2
   fi
   ninja -C "$BUILD_DIR" "${targets[@]}" >>"$log" 2>&1 || { tail -60 "$log"; return 1; }
+  build_shared || { tail -60 "$log"; return 1; }
   # The Go peer: a single file, no module; caches under the build directory, output there too.
   if command -v go >/dev/null; then
     mkdir -p "$BUILD_DIR/go"
@@ -95,12 +103,42 @@ build_all() {
   fi
 }
 
+# The programs an embedder would build: the README's build (release, no LTO) installed into
+# BUILD_DIR/shared-prefix, and each measured program compiled with g++ -O2 against it through
+# pkg-config (shared library, found through an rpath), into $bin/shared/.
+build_shared() {
+  local log=$BUILD_DIR/bench-build.log dir=$BUILD_DIR/shared-lib prefix=$BUILD_DIR/shared-prefix
+  local options=(-Dbuildtype=release -Db_lto=false -Dwerror=false -Dtests=false
+    -Dbenchmarks=false -Dsamples=false --prefix="$prefix")
+  if [[ -f $dir/build.ninja ]]; then
+    meson configure "$dir" "${options[@]}" >>"$log" 2>&1
+  else
+    meson setup "$dir" "${options[@]}" >>"$log" 2>&1
+  fi || return 1
+  ninja -C "$dir" >>"$log" 2>&1 && meson install -C "$dir" --quiet >>"$log" 2>&1 || return 1
+  local pc_dir lib_dir flags
+  pc_dir=$(dirname "$(find "$prefix" -name coring.pc | head -1)")
+  lib_dir=$(dirname "$pc_dir")
+  # shellcheck disable=SC2207  # pkg-config's words
+  flags=($(PKG_CONFIG_PATH=$pc_dir pkg-config --cflags --libs coring))
+  mkdir -p "$bin/shared"
+  local program
+  for program in bench/coring_bench bench/scale_bench samples/echo_server; do
+    local extra=()
+    [[ $program == bench/coring_bench ]] && extra=(-lbenchmark -lpthread)
+    g++ -O2 -std=c++20 -o "$bin/shared/$(basename "$program")" "$program.cpp" "${flags[@]}" \
+      "${extra[@]}" -Wl,-rpath,"$lib_dir" >>"$log" 2>&1 || return 1
+  done
+}
+
 # ---------------------------------------------------------------------------------------------
 # Section "micro": switch, create, channel (Google Benchmark for coring; fixed counts for peers)
 
 micro_prepare() {
-  bench_queue micro coring-micro 300 "$BENCH_CPU" "$bin/coring_bench" --results \
+  bench_queue micro coring-micro 300 "$BENCH_CPU" "$bin/shared/coring_bench" --results \
     --benchmark_min_time="$MIN_TIME" --benchmark_color=false
+  bench_queue micro coring-micro-lto 300 "$BENCH_CPU" env CORING_BENCH_IMPL=coring-lto \
+    "$bin/coring_bench" --results --benchmark_min_time="$MIN_TIME" --benchmark_color=false
   bench_queue micro fcontext 120 "$BENCH_CPU" "$bin/peers/context_peer"
   [[ -x $bin/peers/fiber_peer ]] &&
     bench_queue micro fiber-micro 300 "$BENCH_CPU" "$bin/peers/fiber_peer" "$PEER_SCALE"
@@ -147,10 +185,14 @@ scale_prepare() {
   local n=$SCALE_N
   # The machine's floor: first-touch page faults, one per stack (this VM: 1.5-2.5 us each).
   bench_queue scale machine-touch 120 "$BENCH_CPU" "$bin/scale_bench" touch "$n"
-  bench_queue scale coring-parked 300 "$BENCH_CPU" "$bin/scale_bench" parked "$n"
+  bench_queue scale coring-parked 300 "$BENCH_CPU" "$bin/shared/scale_bench" parked "$n"
+  bench_queue scale coring-parked-lto 300 "$BENCH_CPU" env CORING_BENCH_IMPL=coring-lto \
+    "$bin/scale_bench" parked "$n"
   [[ -x $bin/peers/go_peer ]] &&
     bench_queue scale go-parked 300 "$BENCH_CPU" env GOMAXPROCS=1 "$bin/peers/go_peer" parked "$n"
-  bench_queue scale coring-sleep 300 "$BENCH_CPU" "$bin/scale_bench" sleep "$n"
+  bench_queue scale coring-sleep 300 "$BENCH_CPU" "$bin/shared/scale_bench" sleep "$n"
+  bench_queue scale coring-sleep-lto 300 "$BENCH_CPU" env CORING_BENCH_IMPL=coring-lto \
+    "$bin/scale_bench" sleep "$n"
   [[ -x $bin/peers/go_peer ]] &&
     bench_queue scale go-sleep 300 "$BENCH_CPU" env GOMAXPROCS=1 "$bin/peers/go_peer" sleep "$n"
   return 0
@@ -159,7 +201,7 @@ scale_prepare() {
 # Round 0, not counted: the first process in a fresh VM that touches gigabytes pays for the host
 # backing that memory (seen here: 5x slower spawns), so the biggest users run once beforehand.
 scale_warmup() {
-  bench_step coring-parked 300 "$BENCH_CPU" "$bin/scale_bench" parked "$SCALE_N"
+  bench_step coring-parked 300 "$BENCH_CPU" "$bin/shared/scale_bench" parked "$SCALE_N"
   [[ -x $bin/peers/go_peer ]] &&
     bench_step go-parked 300 "$BENCH_CPU" env GOMAXPROCS=1 "$bin/peers/go_peer" parked "$SCALE_N"
   return 0
@@ -213,7 +255,7 @@ echo_measure() {
   local log="$BENCH_OUT/logs/r$BENCH_ROUND.echo-$impl-${conns}x$size-$mode"
   local server=()
   case $impl in
-    coring) server=("$BUILD_DIR/samples/echo_server" --port "$port") ;;
+    coring) server=("$bin/shared/echo_server" --port "$port") ;;
     go) server=(env GOMAXPROCS=1 "$bin/peers/go_echo_server" -port "$port") ;;
     epoll) server=("$bin/peers/epoll_echo" --port "$port") ;;
   esac

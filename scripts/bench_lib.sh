@@ -137,14 +137,15 @@ bench_cell() {
 }
 
 bench_table_header() {
-  echo "| figure | coring | peer | peer value | ratio | goal | met? |"
-  echo "| --- | ---: | --- | ---: | ---: | --- | :---: |"
+  echo "| figure | coring | coring, static LTO | peer | peer value | ratio | goal | met? |"
+  echo "| --- | ---: | ---: | --- | ---: | ---: | --- | :---: |"
 }
 
 # bench_row FIGURE CORING_KEY PEER_NAME PEER_KEY RATIO CHECKS GOAL_TEXT [NOTE_KEY NOTE_SUFFIX]
 #   FIGURE       what is measured, with its unit; shown only when it differs from the row
 #                above (the rows of one figure against several peers)
-#   CORING_KEY   coring's figure, e.g. coring:yield_rt ("-": none)
+#   CORING_KEY   coring's figure, e.g. coring:yield_rt ("-": none); the static LTO column shows
+#                the same figure of implementation coring-lto, when there is one
 #   PEER_NAME    the peer as the table shows it ("-": none)
 #   PEER_KEY     the peer's figure, e.g. go:yield_rt ("-": none)
 #   RATIO        faster: peer / coring, shown "3.1x faster"; of: coring / peer, shown "1.4x";
@@ -158,9 +159,11 @@ bench_row() {
   local figure=$1 coring_key=$2 peer_name=$3 peer_key=$4 ratio_kind=$5 checks=$6 goal=$7
   local note_key=${8:-} note_suffix=${9:-}
   local coring=${BENCH_MED[$coring_key]:-} peer=${BENCH_MED[$peer_key]:-}
-  local coring_cell peer_cell ratio_cell met
+  local coring_cell peer_cell ratio_cell met lto_cell=""
   coring_cell="" peer_cell=""
   [[ $coring_key != - ]] && coring_cell=$(bench_cell "$coring_key")
+  local lto_key=${coring_key/#coring:/coring-lto:}
+  [[ $coring_key != - && -n ${BENCH_MED[$lto_key]:-} ]] && lto_cell=$(bench_cell "$lto_key")
   [[ $peer_key != - ]] && peer_cell=$(bench_cell "$peer_key")
   if [[ -n $note_key && -n ${BENCH_MED[$note_key]:-} ]]; then
     peer_cell+="; $(bench_num "${BENCH_MED[$note_key]}")$note_suffix"
@@ -199,6 +202,6 @@ bench_row() {
   local shown=$figure
   [[ $figure == "$BENCH_LAST_FIGURE" ]] && shown=""
   BENCH_LAST_FIGURE=$figure
-  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$shown" "$coring_cell" "$peer_name" \
-    "$peer_cell" "$ratio_cell" "$goal" "$met"
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$shown" "$coring_cell" "$lto_cell" \
+    "$peer_name" "$peer_cell" "$ratio_cell" "$goal" "$met"
 }

@@ -132,6 +132,10 @@ TEST_CASE("fork: a child forked while other threads log and resolve inherits no 
   std::atomic<bool> stop{false};
   auto entry = coring_test::hosts_file_entry();
   std::string name = entry ? entry->first : "localhost";
+  // In the cache before the threads start: a child of a threaded process may not call
+  // getaddrinfo (glibc's own locks may be held by a thread that does not exist in the child),
+  // so the child must find the answer in coring's cache, behind coring's lock.
+  REQUIRE_FALSE(Co::resolve(name, AF_INET).empty());
   Co::set_log_sink([](Co::LogLevel, long, std::string_view) {
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   });

@@ -120,9 +120,11 @@ long parent_id();  // -1 for the container's first coroutine and for timer callb
 inline namespace CORING_DETAIL_SWITCH_VARIANT {
 void yield();  // suspend until resume(id()); logs and returns at once outside a coroutine
 }  // namespace CORING_DETAIL_SWITCH_VARIANT
+inline namespace CORING_DETAIL_SWITCH_VARIANT {
 // Sleeps at least d. d <= 0 lets every other ready coroutine run first. False if cancelled
 // (ECANCELED) or outside a coroutine (EPERM).
 bool sleep(Duration d);
+}  // namespace CORING_DETAIL_SWITCH_VARIANT
 // Runs fn when this coroutine ends (also when it is unwound), last registered first.
 // Outside a coroutine fn is dropped with a WARNING.
 template <class F>
@@ -150,6 +152,15 @@ inline long spawn_here(const CallableOps& ops, void* fn) {
 }
 }  // namespace CORING_DETAIL_SWITCH_VARIANT
 void add_defer(std::unique_ptr<Task> task);
+
+// sleep() in halves, like park() (coring/detail/wait.hpp): the switch happens in the caller's
+// frame. SleepRecord is room on the caller's stack for the library's record of the sleep.
+struct SleepRecord {
+  alignas(8) unsigned char bytes[96];
+};
+SwitchPlan prepare_sleep(Duration d, SleepRecord& record);
+bool finish_sleep(SleepRecord& record);
+bool sleep_out_of_line(Duration d);
 }  // namespace detail
 
 template <class F>
@@ -194,6 +205,17 @@ inline void this_coroutine::CORING_DETAIL_SWITCH_VARIANT::yield() {
   }
 #else
   detail::yield_out_of_line();
+#endif
+}
+
+inline bool this_coroutine::CORING_DETAIL_SWITCH_VARIANT::sleep(Duration d) {
+#if CORING_DETAIL_INLINE_SWITCH
+  detail::SleepRecord record;
+  detail::SwitchPlan plan = detail::prepare_sleep(d, record);
+  if (plan.to_context != nullptr) detail::complete_switch(plan);
+  return detail::finish_sleep(record);
+#else
+  return detail::sleep_out_of_line(d);
 #endif
 }
 

@@ -22,6 +22,8 @@
 // Both belong to the thread that uses them; neither is safe to share between containers.
 #pragma once
 
+#include <cerrno>
+
 #include "coring/common.hpp"
 #include "coring/detail/wait.hpp"
 
@@ -40,7 +42,15 @@ class WaitGroup {
 
   void add(int n = 1);
   void done() { add(-1); }
-  bool wait(Duration timeout = kForever);
+  // Inline, so that the wait happens in the caller's frame (see Channel::pop()).
+  __attribute__((always_inline)) bool wait(Duration timeout = kForever) {
+    if (count_ == 0) return true;
+    detail::Waiter waiter;
+    int result = detail::park(waiters_, waiter, timeout);
+    if (result == detail::kWaitOk) return true;
+    if (result == detail::kWaitDestroyed) detail::set_last_error(ECANCELED);
+    return false;
+  }
   int count() const noexcept { return count_; }
 
  private:

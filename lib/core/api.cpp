@@ -1,6 +1,7 @@
 // The public functions of coroutine.hpp and timer.hpp: thin checks in front of the scheduler.
 #include <cerrno>
 #include <memory>
+#include <new>
 
 #include "core/logging.hpp"
 #include "core/scheduler.hpp"
@@ -101,6 +102,72 @@ long spawn(const CallableOps& ops, void* fn) {
     return outside(-1L);
   }
   return s->spawn(ops, fn);
+}
+
+// What sleep() keeps in its caller's SleepRecord.
+struct SleepState {
+  enum class Kind : uint8_t { refused, turn, timed };
+  SleepWait wait;
+  Kind kind = Kind::refused;
+};
+static_assert(sizeof(SleepState) <= sizeof(SleepRecord) && alignof(SleepState) <= 8,
+              "SleepRecord (coring/coroutine.hpp) must hold a SleepState");
+
+SwitchPlan prepare_sleep(Duration d, SleepRecord& record) {
+  auto* state = ::new (record.bytes) SleepState;
+  WaitPermit permit = begin_wait();
+  if (!permit) {
+    set_last_error(permit.error);
+    return SwitchPlan{nullptr, nullptr};
+  }
+  Scheduler* s = tls_scheduler;
+  Coroutine* self = permit.self;
+  state->wait.self = self;
+  SwitchPlan plan;
+  if (d <= Duration::zero()) {  // a turn through the ready queue; nothing can interrupt it
+    state->kind = SleepState::Kind::turn;
+    self->cancelled = false;
+    s->make_ready(self);
+    plan = s->plan_suspend(self);
+  } else {
+    state->kind = SleepState::Kind::timed;
+    state->wait.fire = &sleep_fire;
+    state->wait.abort = &sleep_abort;
+    plan = s->plan_wait(self, state->wait, deadline_for(d));
+  }
+#if CORING_ASAN
+  if (plan.to_context != nullptr) s->jump_planned(plan);  // the sanitizer must see it
+  return SwitchPlan{nullptr, plan.self};
+#else
+  return plan;
+#endif
+}
+
+bool finish_sleep(SleepRecord& record) {
+  auto* state = std::launder(reinterpret_cast<SleepState*>(record.bytes));
+  SleepWait& wait = state->wait;
+  switch (state->kind) {
+    case SleepState::Kind::refused:
+      return false;
+    case SleepState::Kind::turn:
+      unwind_after_wait(wait.self);
+      return true;
+    case SleepState::Kind::timed:
+      break;
+  }
+  tls_scheduler->finish_wait(wait.self, wait, [&] { return wait.ended; });
+  if (wait.aborted) {
+    set_last_error(ECANCELED);
+    return false;
+  }
+  return true;
+}
+
+bool sleep_out_of_line(Duration d) {
+  SleepRecord record;
+  SwitchPlan plan = prepare_sleep(d, record);
+  if (plan.to_context != nullptr) tls_scheduler->jump_planned(plan);
+  return finish_sleep(record);
 }
 
 void add_defer(std::unique_ptr<Task> task) {
@@ -323,33 +390,6 @@ long id() {
 long parent_id() {
   Coroutine* c = running_coroutine();
   return c == nullptr ? -1 : c->parent_id;
-}
-
-bool sleep(Duration d) {
-  detail::WaitPermit permit = detail::begin_wait();
-  if (!permit) {
-    set_last_error(permit.error);
-    return false;
-  }
-  Scheduler* s = tls_scheduler;
-  Coroutine* self = permit.self;
-  if (d <= Duration::zero()) {  // a turn through the ready queue; nothing can interrupt it
-    self->cancelled = false;
-    s->make_ready(self);
-    s->suspend();
-    detail::unwind_after_wait(self);
-    return true;
-  }
-  detail::SleepWait wait;
-  wait.self = self;
-  wait.fire = &detail::sleep_fire;
-  wait.abort = &detail::sleep_abort;
-  s->wait_until(permit, wait, detail::deadline_for(d), [&] { return wait.ended; });
-  if (wait.aborted) {
-    set_last_error(ECANCELED);
-    return false;
-  }
-  return true;
 }
 
 bool is_cancelled() {

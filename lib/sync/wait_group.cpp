@@ -24,13 +24,4 @@ void WaitGroup::add(int n) {
   if (count_ == 0) detail::wake_all(waiters_, detail::kWaitOk);
 }
 
-bool WaitGroup::wait(Duration timeout) {
-  if (count_ == 0) return true;
-  detail::Waiter waiter;
-  int result = detail::park(waiters_, waiter, timeout);
-  if (result == detail::kWaitOk) return true;
-  if (result == detail::kWaitDestroyed) detail::set_last_error(ECANCELED);
-  return false;
-}
-
 }  // namespace coring
