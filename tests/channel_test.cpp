@@ -552,3 +552,31 @@ TEST_CASE("unbuffered: a producer whose copy throws fails alone; the consumer ta
   CHECK(popped == 3);
   CHECK(producer_threw == 1);
 }
+
+TEST_CASE("a pop or push cancelled or timed out, then the channel destroyed: nothing touches it") {
+  // The ended call resumes after its channel is gone: it must not write into it (ASan sees a
+  // heap-use-after-free otherwise). error() is recorded while the channel still exists.
+  Co::ChannelError seen_cancel = Co::ChannelError::ok, seen_timeout = Co::ChannelError::ok;
+  int rc = Co::run([&] {
+    for (int round = 0; round < 2; ++round) {
+      auto ch = std::make_unique<Co::Channel<int>>(0);
+      bool failed = false;
+      long waiter =
+          Co::create([&, round] { failed = round == 0 ? !ch->pop() : !ch->push(1, 5ms); });
+      if (round == 0) {
+        CHECK(Co::cancel(waiter));
+        seen_cancel = ch->error();
+      } else {
+        // The timeout ends the push while this coroutine sleeps; the channel still exists then.
+        Co::this_coroutine::sleep(20ms);
+        seen_timeout = ch->error();
+      }
+      ch.reset();  // before the ended call has run again (round 0) or right after (round 1)
+      CHECK(Co::join({waiter}, 5s));
+      CHECK(failed);
+    }
+  });
+  CHECK(rc == 0);
+  CHECK(seen_cancel == Co::ChannelError::canceled);
+  CHECK(seen_timeout == Co::ChannelError::timeout);
+}

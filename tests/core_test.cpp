@@ -871,23 +871,52 @@ TEST_CASE("deadlock: a coroutine that swallows the unwinding and waits again is 
         1);
 }
 
-TEST_CASE("deadlock: a defer that waits during the unwinding is cut short, the others run") {
+TEST_CASE("deadlock: a defer that waits during the unwinding: the wait fails, the defers run") {
   LogCapture logs;
-  int first = 0, before_wait = 0, after_wait = 0;
+  int first = 0, before_wait = 0, after_wait = 0, sleep_failed = 0;
   Co::Channel<int> ch(0);
   int rc = Co::run([&] {
     Co::this_coroutine::defer([&] { ++first; });
     Co::this_coroutine::defer([&] {
       ++before_wait;
-      Co::this_coroutine::sleep(1ms);
+      if (!Co::this_coroutine::sleep(1ms) && Co::last_error() == std::errc::operation_canceled) {
+        ++sleep_failed;
+      }
       ++after_wait;
     });
     ch.pop();
   });
   CHECK(rc == -1);
   CHECK(before_wait == 1);
-  CHECK(after_wait == 0);
+  CHECK(sleep_failed == 1);
+  CHECK(after_wait == 1);
   CHECK(first == 1);
+}
+
+TEST_CASE(
+    "deadlock: a destructor that waits inside a defer of an unwound coroutine, no terminate") {
+  // The defer's destructor runs in a noexcept context: its wait must fail, not throw.
+  auto child = coring_test::run_in_child([] {
+    coring_test::LogCapture logs;
+    int waits_failed = 0;
+    struct WaitsWhenDestroyed {
+      int* failed;
+      ~WaitsWhenDestroyed() {
+        if (!Co::this_coroutine::sleep(1ms)) ++*failed;
+      }
+    };
+    int rc = Co::run([&] {
+      Co::WaitGroup wg;
+      wg.add(1);
+      Co::create([&] {
+        Co::this_coroutine::defer([&] { WaitsWhenDestroyed guard{&waits_failed}; });
+        wg.wait();
+      });
+      wg.wait();
+    });
+    return rc == -1 && waits_failed == 1 ? 0 : 1;
+  });
+  CHECK_MESSAGE(child.exit_code() == 0, child.describe());
 }
 
 TEST_CASE("deadlock: a destructor that waits during the unwinding fails at once, no terminate") {

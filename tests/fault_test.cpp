@@ -6,12 +6,14 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 
 #include <cerrno>
 #include <coring/coring.hpp>
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -426,4 +428,77 @@ TEST_CASE("a submission queue of one entry: cancellations and wake-ups are never
   CHECK(cancelled == 64);
   CHECK(closed == 64);
   CHECK(offloaded == 8);
+}
+
+TEST_CASE("a ring that fails inside a coroutine's request still keeps abandoned stacks mapped") {
+  // The ring gives up inside get_sqe() (a full submission queue while io_uring_enter fails),
+  // not in the scheduler's own poll: the stack of the coroutine whose recv the kernel holds
+  // must stay mapped after run() returns, since the kernel may still write into its buffer.
+  auto child = run_in_child(
+      [] {
+        void* held_buffer = nullptr;
+        bool filtered = true;
+        Co::RunOptions options;
+        options.ring_entries = 4;
+        int rc = Co::run(
+            [&] {
+              Co::Socket listener;
+              if (!listener.bind("127.0.0.1", 0) || !listener.listen()) return;
+              Co::Socket client;
+              if (!client.connect("127.0.0.1", listener.local_port(), std::chrono::seconds(5))) {
+                return;
+              }
+              auto accepted = listener.accept(std::chrono::seconds(5));
+              if (!accepted) return;
+              Co::create([&] {
+                char buffer[64];
+                held_buffer = buffer;
+                accepted->recv(buffer, sizeof buffer, Co::kForever);
+              });
+              Co::this_coroutine::sleep(std::chrono::milliseconds(10));  // submitted
+              filtered = forbid_syscall(__NR_io_uring_enter, EPERM);
+              if (!filtered) return;
+              for (int i = 0; i < 8; ++i) {
+                Co::create([] { Co::read_file("/proc/self/status"); });
+              }
+            },
+            options);
+        if (!filtered) {
+          child_report("RESULT no-seccomp");
+          return;
+        }
+        unsigned char resident = 0;
+        auto page = reinterpret_cast<uintptr_t>(held_buffer) & ~uintptr_t{4095};
+        bool mapped = held_buffer != nullptr &&
+                      ::mincore(reinterpret_cast<void*>(page), 4096, &resident) == 0;
+        child_report("RESULT rc=" + std::to_string(rc) +
+                     " error=" + std::to_string(Co::last_error().value()) +
+                     " mapped=" + std::to_string(mapped));
+      },
+      30);
+  INFO(child.describe());
+  CHECK(child.exit_code() == 0);
+  Split split = split_result(child.output);
+  if (split.result == "RESULT no-seccomp") return;
+  CHECK(split.result == "RESULT rc=-1 error=" + std::to_string(EPERM) + " mapped=1");
+}
+
+TEST_CASE("RunOptions out of range: huge stack_size is EINVAL, huge ring_entries is clamped") {
+  LogCapture logs;
+  bool ran = false;
+  Co::RunOptions huge_stack;
+  huge_stack.stack_size = SIZE_MAX;
+  huge_stack.stack_guard = false;
+  CHECK(Co::run([&] { ran = true; }, huge_stack) == -1);
+  CHECK(Co::last_error() == std::errc::invalid_argument);
+  CHECK_FALSE(ran);
+  huge_stack.stack_guard = true;
+  huge_stack.stack_size = (size_t{1} << 30) + 1;
+  CHECK(Co::run([&] { ran = true; }, huge_stack) == -1);
+  CHECK_FALSE(ran);
+  Co::RunOptions huge_ring;
+  huge_ring.ring_entries = 1u << 30;  // entries * 4 would overflow
+  CHECK(Co::run([&] { ran = Co::this_coroutine::sleep(std::chrono::milliseconds(1)); },
+                huge_ring) == 0);
+  CHECK(ran);
 }

@@ -13,6 +13,8 @@
 #include <chrono>
 #include <coring/coring.hpp>
 #include <cstring>
+#include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -72,8 +74,27 @@ TEST_CASE("fork: a child forked inside a coroutine cannot use the parent's conta
   int status = -1;
   std::string seen;
   bool parent_went_on = false;
+  ssize_t reader_got = -2;
+  Co::Mutex mutex;
   int rc = Co::run([&] {
-    long sibling = Co::create([&] { Co::this_coroutine::sleep(50ms); });
+    long sibling = Co::create([&] {  // holds the mutex while the child runs
+      mutex.lock();
+      Co::this_coroutine::sleep(50ms);
+      mutex.unlock();
+    });
+    Co::Socket listener;
+    CO_REQUIRE(listener.bind("127.0.0.1", 0) && listener.listen());
+    Co::Socket client;
+    CO_REQUIRE(client.connect("127.0.0.1", listener.local_port(), 5s));
+    auto server = listener.accept(5s);
+    CO_REQUIRE(server.has_value());
+    // A reader whose recv the parent's ring holds: a child that wrote a cancellation into the
+    // ring (shared memory) would end it with ECANCELED.
+    long reader = Co::create([&] {
+      char byte;
+      reader_got = server->recv(&byte, 1, 5s);
+    });
+    Co::this_coroutine::sleep(1ms);  // the recv is submitted
     pid_t pid = ::fork();
     if (pid == 0) {  // the child: this coroutine is all it has of the container
       ::close(report[0]);
@@ -91,6 +112,16 @@ TEST_CASE("fork: a child forked inside a coroutine cannot use the parent's conta
       line += " resume=" + std::to_string(Co::resume(sibling));
       Co::Channel<int> ch(0);
       line += " pop=" + std::to_string(ch.pop(1s).has_value());
+      bool cancelled = Co::cancel(reader);
+      line +=
+          " cancel=" + std::to_string(cancelled) + "/" + std::to_string(Co::last_error().value());
+      try {
+        std::lock_guard<Co::Mutex> guard(mutex);  // held by another of the parent's coroutines
+        line += " mutex=locked";
+      } catch (const std::logic_error&) {
+        line += " mutex=refused";
+      }
+      server->close();  // must not write into the parent's ring either
       line += "\n";
       ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
       (void)ignored;
@@ -108,6 +139,9 @@ TEST_CASE("fork: a child forked inside a coroutine cannot use the parent's conta
     }
     ::close(report[0]);
     ::waitpid(pid, &status, 0);
+    // The parent's ring is intact: its reader still waits and gets the byte.
+    CHECK(client.send("x", 1, 5s) == 1);
+    CHECK(Co::join({reader}, 5s));
   });
   CHECK(rc == 0);
   CHECK(parent_went_on);
@@ -116,7 +150,8 @@ TEST_CASE("fork: a child forked inside a coroutine cannot use the parent's conta
   CHECK(WEXITSTATUS(status) == 0);
   const std::string eperm = std::to_string(EPERM);
   CHECK(seen.find("sleep=0/" + eperm + " create=-1/" + eperm + " connect=0/" + eperm +
-                  " resume=0 pop=0") != std::string::npos);
+                  " resume=0 pop=0 cancel=0/" + eperm + " mutex=refused") != std::string::npos);
+  CHECK(reader_got == 1);
   // One ERROR line that says what happened, not one per call or a loop of them.
   size_t errors = 0;
   for (const std::string& line : coring_test::split_lines(seen)) {

@@ -234,3 +234,21 @@ TEST_CASE(
   });
   CHECK(rc == 0);
 }
+
+TEST_CASE("unix: an abstract name that fills sun_path exactly (107 bytes after the @) works") {
+  int rc = Co::run([&] {
+    std::string name = "@" + std::string(107, 'a');
+    std::string pid = std::to_string(::getpid());
+    name.replace(1, pid.size(), pid);  // unique per process
+    Co::Socket listener(Type::unix_stream);
+    CO_REQUIRE(listener.bind(name));
+    CO_REQUIRE(listener.listen());
+    Co::Socket client(Type::unix_stream);
+    CHECK(client.connect(name, kLong));
+    CHECK(listener.accept(kLong).has_value());
+    Co::Socket too_long(Type::unix_stream);
+    CHECK_FALSE(too_long.bind(name + "b"));
+    CHECK(too_long.error().value() == ENAMETOOLONG);
+  });
+  CHECK(rc == 0);
+}

@@ -400,3 +400,36 @@ TEST_CASE("recv_packet: a length shorter than its own header is EBADMSG, then un
     CHECK(rc == 0);
   }
 }
+
+TEST_CASE("recv_packet: an unlimited package_max_length, and protocols no packet could fit") {
+  int rc = Co::run([&] {
+    Pair p = tcp_pair();
+    CO_REQUIRE(p.ok);
+    Co::Protocol unlimited;
+    unlimited.length_type = 'N';
+    unlimited.length_offset = 0;
+    unlimited.body_offset = 4;
+    unlimited.package_max_length = SIZE_MAX;  // "no limit": must not wrap around
+    p.server.set_protocol(unlimited);
+    std::string packet(4, '\0');
+    put_length(packet, 0, 'N', 10000);
+    packet += pattern(10000, 9);
+    CHECK(p.client.send_all(packet.data(), packet.size(), kLong) ==
+          static_cast<ssize_t>(packet.size()));
+    auto got = p.server.recv_packet(kLong);
+    CHECK(got.has_value());
+    if (got) CHECK(*got == packet);
+
+    // A header (or body) that starts past package_max_length: no packet could ever fit.
+    Co::Protocol impossible;
+    impossible.length_type = 'n';
+    impossible.length_offset = 5000;
+    impossible.body_offset = 5002;
+    impossible.package_max_length = 100;
+    coring_test::LogCapture logs;
+    p.server.set_protocol(impossible);
+    CHECK_FALSE(p.server.recv_packet(kLong).has_value());
+    CHECK(p.server.error().value() == EINVAL);
+  });
+  CHECK(rc == 0);
+}

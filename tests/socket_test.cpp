@@ -879,6 +879,7 @@ TEST_CASE("bad input: a socket made when out of descriptors fails every call wit
       expect_emfile(!socket.accept(1s).has_value(), socket, 8);
       Co::Socket udp(Type::udp);
       expect_emfile(udp.sendto("127.0.0.1", 9, "x", 1) == -1, udp, 9);
+      expect_emfile(!socket.close(), socket, 10);  // close() of it keeps the real cause too
     });
     for (int fd : held) ::close(fd);
     return rc == 0 ? code : 80;
@@ -1004,6 +1005,60 @@ TEST_CASE("names: a NUL inside a host or path fails with EINVAL; IPv6 scope ids 
     Co::Socket unknown_interface(Type::tcp6);
     CHECK_FALSE(unknown_interface.connect("::1%no-such-interface", listener6.local_port(), kLong));
     CHECK(unknown_interface.error() == std::errc::invalid_argument);
+  });
+  CHECK(rc == 0);
+}
+
+TEST_CASE("bind with a name: destroying or closing the socket while it resolves is safe") {
+  // bind() waits while a worker thread resolves the name; the socket is destroyed (or closed)
+  // meanwhile: bind() must fail with ECANCELED without touching freed state (ASan), and the
+  // resolution must not keep it waiting.
+  auto entry = coring_test::hosts_file_entry();
+  if (!entry) {
+    MESSAGE("no /etc/hosts name answered without DNS on this machine; skipped");
+    return;
+  }
+  const std::string name = entry->first;
+  coring_test::ChildResult child = coring_test::run_in_child([&] {  // an empty name cache
+    int code = 0;
+    int rc = Co::run([&] {
+      for (bool destroy : {true, false}) {
+        auto socket = std::make_unique<Co::Socket>(Type::tcp);
+        bool bound = true;
+        int error = 0;
+        long binder = Co::create([&] {
+          Co::Socket* raw = socket.get();
+          bound = raw->bind(name, 0);
+          if (!destroy) error = raw->error().value();
+        });
+        if (destroy) {
+          socket.reset();
+        } else {
+          socket->close();
+        }
+        if (!Co::join({binder}, 5s)) code = 1;
+        if (bound) code = 2;
+        if (!destroy && error != ECANCELED) code = 3;
+        Co::Socket other(Type::udp);  // a fresh core may reuse the freed one's memory
+        if (other.error().value() != 0) code = 4;
+      }
+    });
+    return rc == 0 ? code : 10;
+  });
+  CHECK_MESSAGE(child.exit_code() == 0, child.describe());
+}
+
+TEST_CASE("accept(kDefaultTimeout) waits for the socket's read timeout") {
+  int rc = Co::run([&] {
+    Co::Socket listener(Type::tcp);
+    CO_REQUIRE(listener.bind("127.0.0.1", 0) && listener.listen());
+    listener.set_timeout(kLong);
+    Co::create([&] {
+      Co::this_coroutine::sleep(10ms);
+      Co::Socket client(Type::tcp);
+      CHECK(client.connect("127.0.0.1", listener.local_port(), kLong));
+    });
+    CHECK(listener.accept(Co::Socket::kDefaultTimeout).has_value());
   });
   CHECK(rc == 0);
 }

@@ -3,6 +3,7 @@
 // Assertions inside coroutines use CHECK only (a REQUIRE would throw out of the coroutine).
 #include <doctest/doctest.h>
 
+#include <climits>
 #include <coring/coring.hpp>
 #include <memory>
 #include <mutex>
@@ -333,4 +334,13 @@ TEST_CASE("Mutex: a lock() refused during the unwinding leaves the holder's lock
   CHECK(lock_failed_cancelled);
   CHECK(held_after_guard);
   CHECK(m.locked());
+}
+
+TEST_CASE("WaitGroup: a counter pushed past INT_MAX throws overflow_error and stays as it was") {
+  Co::WaitGroup wg;
+  wg.add(INT_MAX);
+  CHECK_THROWS_AS(wg.add(1), std::overflow_error);
+  CHECK(wg.count() == INT_MAX);
+  wg.add(-INT_MAX);
+  CHECK(wg.count() == 0);
 }

@@ -45,6 +45,12 @@ static_assert(Co::Duration(std::chrono::duration<double>(0.5)) == 500ms);
 static_assert(Co::Duration(std::chrono::duration<unsigned long long, std::milli>(~0ULL)) ==
               Co::kForever);
 static_assert(Co::Duration(std::chrono::years(1)) == std::chrono::seconds(31556952));
+// Narrow reps keep their sign and value: zero is zero, not the most negative Duration.
+static_assert(Co::Duration(std::chrono::duration<int, std::milli>(0)).count() == 0);
+static_assert(Co::Duration(std::chrono::duration<int, std::milli>(-5)) == -5ms);
+static_assert(Co::Duration(std::chrono::duration<short>(7)) == 7s);
+static_assert(Co::Duration(std::chrono::duration<unsigned>(3)) == 3s);
+static_assert(Co::Duration(std::chrono::duration<long long, std::pico>(-2500)) == -2ns);
 
 TEST_CASE("sleep: durations too long to count in nanoseconds wait forever; negative ones not") {
   const std::vector<Co::Duration> forever = {

@@ -49,7 +49,10 @@ class Channel {
  public:
   explicit Channel(size_t capacity = 0)
       : capacity_(capacity),
-        buffer_(capacity == 0 ? nullptr : std::allocator<T>().allocate(capacity)) {}
+        buffer_(capacity == 0 ? nullptr : std::allocator<T>().allocate(capacity)) {
+    producers_.record_failures_in(&failure_);
+    consumers_.record_failures_in(&failure_);
+  }
 
   Channel(const Channel&) = delete;
   Channel& operator=(const Channel&) = delete;
@@ -82,7 +85,7 @@ class Channel {
     waiter.slot = &out;
     int result = detail::park(consumers_, waiter, timeout);
     if (result == detail::kWaitOk) return out;
-    if (touches_channel(result)) error_ = to_error(result);
+    failed_without_waiting(waiter, result);
     return std::nullopt;
   }
 
@@ -92,7 +95,7 @@ class Channel {
     closed_ = true;
     // The woken calls fail with `closed`; recorded here, so that they need not touch the
     // channel again when they resume: the common `close(); return;` may destroy it before.
-    if (!producers_.empty() || !consumers_.empty()) error_ = ChannelError::closed;
+    if (!producers_.empty() || !consumers_.empty()) failure_ = detail::kWaitClosed;
     detail::wake_all(producers_, detail::kWaitClosed);
     detail::wake_all(consumers_, detail::kWaitClosed);
   }
@@ -104,19 +107,10 @@ class Channel {
   bool closed() const noexcept { return closed_; }
   size_t consumer_num() const noexcept { return consumers_.size(); }
   size_t producer_num() const noexcept { return producers_.size(); }
-  ChannelError error() const noexcept { return error_; }  // reason of the last failed call
-
- private:
-  static constexpr uint32_t kCopyValue = 1;  // Waiter::flags: the producer passed a const T&
-
-  // After a wait that did not succeed: only a timeout or a cancellation leaves error_ to record
-  // by the woken call itself (close() and the destructor already did, or must not be touched).
-  static bool touches_channel(int result) noexcept {
-    return result != detail::kWaitClosed && result != detail::kWaitDestroyed;
-  }
-
-  static ChannelError to_error(int result) noexcept {
-    switch (result) {
+  ChannelError error() const noexcept {  // reason of the last failed call
+    switch (failure_) {
+      case 0:
+        return ChannelError::ok;
       case detail::kWaitClosed:
         return ChannelError::closed;
       case ECANCELED:
@@ -124,6 +118,19 @@ class Channel {
       default:
         return ChannelError::timeout;
     }
+  }
+
+ private:
+  static constexpr uint32_t kCopyValue = 1;  // Waiter::flags: the producer passed a const T&
+
+  // A call that failed: what a wait that ended (timeout, cancel) had to say, its list recorded
+  // in failure_ while the channel certainly existed; close() and the destructor record their
+  // own. A resumed call never touches the channel again, which may be gone by then (close() or
+  // cancel() followed by the channel's destruction). Only a park() that failed before it
+  // queued anything (zero timeout, outside a coroutine, refused while unwinding) records here.
+  void failed_without_waiting(const detail::Waiter& waiter, int result) noexcept {
+    if (waiter.coroutine != nullptr) return;
+    failure_ = result == ECANCELED ? ECANCELED : ETIMEDOUT;
   }
 
   // What a waiting producer offers: its value, and where a consumer that fails to take it
@@ -152,7 +159,7 @@ class Channel {
       // That producer's value could not be taken (its push() fails); try the next one.
     }
     if (!closed_) return pop();  // every producer failed: wait after all
-    error_ = ChannelError::closed;
+    failure_ = detail::kWaitClosed;
     return std::nullopt;
   }
 
@@ -168,7 +175,7 @@ class Channel {
     int result = detail::park(producers_, waiter, timeout);
     if (result == detail::kWaitOk) return true;
     if (result == detail::kWaitFailed) std::rethrow_exception(offer.failure);
-    if (touches_channel(result)) error_ = to_error(result);
+    failed_without_waiting(waiter, result);
     return false;
   }
 
@@ -177,7 +184,7 @@ class Channel {
   template <bool kMove>
   __attribute__((noinline)) bool put_now(T* value) {
     if (closed_) {
-      error_ = ChannelError::closed;
+      failure_ = detail::kWaitClosed;
       return false;
     }
     if (detail::Waiter* consumer = consumers_.front()) {
@@ -252,7 +259,7 @@ class Channel {
   size_t head_ = 0;
   size_t count_ = 0;
   bool closed_ = false;
-  ChannelError error_ = ChannelError::ok;
+  int failure_ = 0;  // 0, ETIMEDOUT, ECANCELED or kWaitClosed: see error()
   detail::WaitList producers_;
   detail::WaitList consumers_;
 };

@@ -47,15 +47,12 @@ constexpr std::chrono::nanoseconds saturating_nanoseconds(
     if (ns <= static_cast<long double>(kMin)) return std::chrono::nanoseconds(kMin);
     return std::chrono::nanoseconds(static_cast<int64_t>(ns));
   } else {
-    if constexpr (std::is_unsigned_v<Rep>) {
-      if (d.count() > static_cast<std::make_unsigned_t<int64_t>>(kMax)) {
-        return std::chrono::nanoseconds(kMax);
-      }
-    } else if (d.count() < static_cast<Rep>(kMin)) {  // wider signed reps
-      return std::chrono::nanoseconds(kMin);
-    }
-    if constexpr (sizeof(Rep) > sizeof(int64_t) && std::is_signed_v<Rep>) {
+    // Counts int64 cannot hold saturate first (only wider or unsigned 64-bit reps have any).
+    if constexpr (std::is_unsigned_v<Rep> && sizeof(Rep) >= sizeof(int64_t)) {
       if (d.count() > static_cast<Rep>(kMax)) return std::chrono::nanoseconds(kMax);
+    } else if constexpr (std::is_signed_v<Rep> && sizeof(Rep) > sizeof(int64_t)) {
+      if (d.count() > static_cast<Rep>(kMax)) return std::chrono::nanoseconds(kMax);
+      if (d.count() < static_cast<Rep>(kMin)) return std::chrono::nanoseconds(kMin);
     }
     const auto count = static_cast<int64_t>(d.count());
     if constexpr (Ratio::den == 1) {

@@ -8,8 +8,12 @@
 //
 // How things fail:
 // - run() returns -1 and sets last_error(): EBUSY when a container already runs on this
-//   thread; the errno of io_uring_setup (ENOSYS, EPERM, ENOMEM...) when the kernel refuses to
-//   give us a ring, with one ERROR log line that says so; EDEADLK when every coroutine left
+//   thread; EINVAL for RunOptions out of range (see there); the errno of io_uring_setup
+//   (ENOSYS, EPERM, ENOMEM...) when the kernel refuses to give us a ring, or ENOSYS when it
+//   lacks a feature the library needs, with one ERROR log line that says so; the errno of
+//   io_uring_enter when the ring became unusable while the container ran (the coroutines whose
+//   operations the kernel holds are abandoned, their stacks left mapped); EDEADLK when every
+//   coroutine left
 //   waits on something nothing can wake (no I/O, timer or offloaded job pending). For a
 //   deadlock it logs "all coroutines (count: N) are asleep - deadlock!" and unwinds the stuck
 //   coroutines (their pending wait throws an internal exception that is not a std::exception),
@@ -17,8 +21,8 @@
 //   catch (...) and waits again is unwound again. A destructor that waits while its coroutine
 //   is being unwound (an exception is in flight, so a second one would end the program), or
 //   the destructor of the coroutine's function object, does not throw: its wait fails at once
-//   with ECANCELED. A defer that waits is cut short at that wait, and the defers registered
-//   before it still run.
+//   with ECANCELED. So does a wait in a defer of an unwound coroutine (the defer goes on), and
+//   the defers registered before it still run.
 // - create() returns -1 with EPERM outside a container, EAGAIN past RunOptions::max_coroutines,
 //   ENOMEM when no stack can be mapped (vm.max_map_count reached with guard pages: see
 //   RunOptions::stack_guard), and E2BIG when the function object does not fit on the stack.
@@ -50,7 +54,7 @@ struct RunOptions {
   // Address space per coroutine stack. Memory is committed only as the stack grows, and pooled
   // stacks are reused without a syscall. A coroutine that parks with a shallow call chain
   // touches one page. The function object passed to create() lives at the top of the stack.
-  // Rounded up to whole pages, and to at least 8 KiB.
+  // Rounded up to whole pages, and to at least 8 KiB; more than 1 GiB: run() fails with EINVAL.
   size_t stack_size = 256 * 1024;
   // A PROT_NONE guard region below each stack turns an overflow into a clear crash. Each
   // guarded stack costs two kernel memory mappings and vm.max_map_count defaults to 65530, so
@@ -60,7 +64,9 @@ struct RunOptions {
   // .max_coroutines = 2'000'000} runs a million parked coroutines in about 4 GiB.
   bool stack_guard = true;
   size_t max_coroutines = 100'000;  // create() fails with EAGAIN past it
-  unsigned ring_entries = 1024;     // io_uring submission queue size (completion queue: 4x)
+  // io_uring submission queue size (completion queue: 4x); 0: run() fails with EINVAL; more
+  // than 32768 (the kernel's limit) is clamped to it.
+  unsigned ring_entries = 1024;
 };
 
 // Returns 0 once every coroutine has ended (see the header comment for -1).

@@ -8,12 +8,14 @@
 // How things fail:
 // - WaitGroup::wait() returns false on timeout (ETIMEDOUT in last_error()), when cancelled
 //   (ECANCELED), or when it would have to wait outside a coroutine (EPERM). A counter pushed
-//   below zero by add()/done() throws std::logic_error and leaves the counter at zero.
+//   below zero by add()/done() throws std::logic_error and leaves the counter at zero; one
+//   pushed past INT_MAX throws std::overflow_error and leaves it as it was.
 // - Mutex::lock() cannot time out and cancel(cid) does not interrupt it (use try_lock() in a
 //   loop with sleeps if you need that). The mutex knows which coroutine holds it (code outside
 //   any coroutine counts as one holder). lock() that would have to wait outside a coroutine,
-//   unlock() of a mutex that is not locked, and unlock() by a coroutine that does not hold it
-//   throw std::logic_error; lock() by the coroutine that already holds it throws
+//   unlock() of a mutex that is not locked, unlock() by a coroutine that does not hold it, and
+//   lock() that would have to wait in a process forked while the container ran throw
+//   std::logic_error; lock() by the coroutine that already holds it throws
 //   std::system_error with EDEADLK (it is not recursive).
 // - While its coroutine is unwound after a deadlock, lock() cannot wait: it throws the
 //   unwinding, or, in a destructor run by that unwinding (where a throw would end the program),

@@ -78,6 +78,18 @@ int run_container(const CallableOps& ops, void* fn, const RunOptions& options) {
     log_format(LogLevel::warning, "run: a container already runs on this thread");
     return -1;
   }
+  if (options.stack_size > kMaxStackSize) {
+    set_last_error(EINVAL);
+    log_format(LogLevel::error, "run: RunOptions::stack_size (%zu bytes) is larger than %zu",
+               options.stack_size, kMaxStackSize);
+    return -1;
+  }
+  if (options.ring_entries == 0) {
+    set_last_error(EINVAL);
+    log_format(LogLevel::error,
+               "run: RunOptions::ring_entries must be at least 1 (it sizes the io_uring queue)");
+    return -1;
+  }
   auto scheduler = std::make_unique<Scheduler>(options);
   return scheduler->run(ops, fn);
 }
@@ -291,6 +303,10 @@ void unwind_after_switch() {
 bool cancel(long cid) {
   Scheduler* s = tls_scheduler;
   if (s == nullptr) return detail::outside(false);
+  if (s->forked()) [[unlikely]] {
+    s->refuse_in_forked_child("cancel()");
+    return false;
+  }
   Coroutine* target = s->find(cid);
   if (target == nullptr) {
     set_last_error(ESRCH);

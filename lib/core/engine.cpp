@@ -8,6 +8,7 @@
 #include <cstring>
 #include <string>
 
+#include "core/fork.hpp"
 #include "core/logging.hpp"
 
 namespace coring::detail {
@@ -96,11 +97,14 @@ Engine::~Engine() {
 }
 
 int Engine::init(unsigned entries) {
+  // The kernel's limits (IORING_MAX_ENTRIES, and twice that for the completion queue): larger
+  // requests are clamped, and entries * 4 must not overflow.
+  entries = std::min(entries, 32768u);
   int error = -EINVAL;
   for (unsigned flags : kFlagSets) {
     io_uring_params params{};
     params.flags = flags | IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
-    params.cq_entries = entries * 4;
+    params.cq_entries = std::min(entries * 4, 65536u);
     error = io_uring_queue_init_params(entries, &ring_, &params);
     if (error == 0) {
       initialized_ = true;
@@ -112,6 +116,7 @@ int Engine::init(unsigned entries) {
     if (error != -EINVAL) break;
   }
   if (!initialized_) return error;
+  fork_generation_ = fork_generation();
   if (!check_kernel()) {
     io_uring_queue_exit(&ring_);
     initialized_ = false;
@@ -156,7 +161,8 @@ bool Engine::check_kernel() {
 }
 
 io_uring_sqe* Engine::get_sqe() {
-  if (failure_ != 0) return nullptr;
+  if (failure_ != 0 || fork_generation_ != fork_generation()) [[unlikely]]
+    return nullptr;
   for (int attempt = 0;; ++attempt) {
     if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) {
       ++inflight_;
@@ -250,24 +256,45 @@ void Engine::give_up(int error) {
 }
 
 unsigned Engine::reap() {
-  unsigned head;
-  unsigned count = 0;
-  io_uring_cqe* cqe;
-  io_uring_for_each_cqe(&ring_, head, cqe) {
-    ++count;
-    uint32_t flags = cqe->flags;
-    uint64_t data = cqe->user_data;
-    // 0: a request nobody waits for (a cancellation). LIBURING_UDATA_TIMEOUT: liburing's own
-    // timeout, which only kernels without EXT_ARG (refused by init()) would make.
-    if (data == LIBURING_UDATA_TIMEOUT) continue;
-    if (!(flags & IORING_CQE_F_MORE)) --inflight_;
-    if (data != 0) {
-      auto* completion = reinterpret_cast<Completion*>(static_cast<uintptr_t>(data));
-      completion->complete(completion, cqe->res, flags);
+  // Completions are copied out and the queue advanced before any is dispatched: a completion
+  // handler may reach get_sqe(), which may reap (a full queue), and that nested reap must not
+  // see, and dispatch again, what this one has already taken.
+  struct Done {
+    Completion* completion;
+    int32_t result;
+    uint32_t flags;
+  };
+  constexpr unsigned kBatch = 64;
+  unsigned total = 0;
+  for (;;) {
+    Done batch[kBatch];
+    unsigned taken = 0;
+    unsigned count = 0;
+    unsigned head;
+    io_uring_cqe* cqe;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      ++count;
+      uint32_t flags = cqe->flags;
+      uint64_t data = cqe->user_data;
+      // LIBURING_UDATA_TIMEOUT: liburing's own timeout, which only kernels without EXT_ARG
+      // (refused by init()) would make; 0: a request nobody waits for (a cancellation).
+      if (data != LIBURING_UDATA_TIMEOUT) {
+        if (!(flags & IORING_CQE_F_MORE)) --inflight_;
+        if (data != 0) {
+          batch[taken++] = {reinterpret_cast<Completion*>(static_cast<uintptr_t>(data)), cqe->res,
+                            flags};
+        }
+      }
+      if (count == kBatch) break;
     }
+    if (count == 0) return total;
+    io_uring_cq_advance(&ring_, count);
+    total += count;
+    for (unsigned i = 0; i < taken; ++i) {
+      batch[i].completion->complete(batch[i].completion, batch[i].result, batch[i].flags);
+    }
+    if (count < kBatch) return total;
   }
-  io_uring_cq_advance(&ring_, count);
-  return count;
 }
 
 }  // namespace coring::detail

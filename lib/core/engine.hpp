@@ -52,7 +52,9 @@ class Engine {
   int init(unsigned entries);
   const std::string& missing() const noexcept { return missing_; }
 
-  // A free SQE, counted as in flight until its final CQE; nullptr once the ring is unusable.
+  // A free SQE, counted as in flight until its final CQE; nullptr once the ring is unusable, and
+  // in a child forked while it ran (the ring's memory is shared with the parent: a child that
+  // wrote into it would corrupt the parent's queue).
   io_uring_sqe* get_sqe();
 
   // Submits what is queued and waits for at least one completion, at most timeout_ns
@@ -84,6 +86,7 @@ class Engine {
   unsigned setup_flags_ = 0;
   size_t inflight_ = 0;
   bool poll_first_supported_ = false;
+  unsigned fork_generation_ = 0;  // see core/fork.hpp: the ring is not a forked child's
   std::string missing_;
   int failure_ = 0;
   int64_t failing_since_ns_ = -1;  // when io_uring_enter started failing; -1: it works

@@ -73,6 +73,9 @@ void coroutine_entry(transfer_t from) {
                "coroutine#%ld exited with an uncaught exception (not a std::exception)", self->id);
     std::terminate();
   }
+  // From here on a wait never throws the unwinding (a defer's destructors run in noexcept
+  // contexts): waits of an unwound coroutine fail at once with ECANCELED instead.
+  self->finishing = true;
   if (auto* defers = self->defers) {
     while (!defers->empty()) {
       std::unique_ptr<Task> task = std::move(defers->back());
@@ -92,7 +95,6 @@ void coroutine_entry(transfer_t from) {
     delete defers;
     self->defers = nullptr;
   }
-  self->finishing = true;
   self->ops->destroy(self->callable);
   s->finish(self);
 }
@@ -132,7 +134,7 @@ int Scheduler::run(const CallableOps& ops, void* fn) {
   }
   install_process_handlers();
   pid_ = static_cast<int>(::getpid());
-  fork_generation_ = g_fork_generation.load(std::memory_order_relaxed);
+  fork_generation_ = fork_generation();
 #if CORING_ASAN
   // The hub runs on the thread's own stack; ASan needs its bounds to switch back to it.
   pthread_attr_t attributes;
@@ -160,6 +162,7 @@ int Scheduler::run(const CallableOps& ops, void* fn) {
   if (spawn(ops, fn) < 0) return -1;  // spawn() recorded why in this thread's last_error()
   loop();
   if (engine_.failure() != 0) {
+    if (!ring_abandoned_) abandon_ring_operations();
     set_last_error(engine_.failure());
     return -1;
   }
@@ -329,6 +332,9 @@ void Scheduler::loop() {
         continue;
       }
     }
+    // The ring may have given up anywhere (a coroutine's get_sqe(), a timer's cancellation, or
+    // poll()): the coroutines it leaves holding operations are abandoned here, once.
+    if (engine_.failure() != 0 && !ring_abandoned_) abandon_ring_operations();
     const bool ring_works = engine_.failure() == 0;
     // What can still wake a coroutine: a ring operation, or (once the ring is unusable, its
     // operations never complete) a delivery from a worker thread; and a timer.
@@ -367,7 +373,6 @@ void Scheduler::poll(bool may_block) {
   if (engine_.failure() == 0) {
     engine_.submit_and_wait(timeout_ns);
     engine_.reap();
-    if (engine_.failure() != 0) abandon_ring_operations();
   } else {
     inbox_->wait_without_ring(timeout_ns);
   }
@@ -379,6 +384,7 @@ void Scheduler::poll(bool may_block) {
 // live on their stacks, so those stacks must never be reused or unmapped. Their deadlines go,
 // so that they do not keep the container alive.
 void Scheduler::abandon_ring_operations() {
+  ring_abandoned_ = true;
   stacks_.keep_mapped();
   coroutines_.for_each([&](Coroutine* c) {
     if (c->state == State::waiting && c->wait != nullptr && c->wait->ring_operation) {

@@ -40,6 +40,7 @@
 #include "core/context_switch.hpp"
 #include "core/coroutine_table.hpp"
 #include "core/engine.hpp"
+#include "core/fork.hpp"
 #include "core/remote.hpp"
 #include "core/stack_pool.hpp"
 #include "core/timer_heap.hpp"
@@ -134,6 +135,11 @@ struct Coroutine : CoroutineHead {
 #endif
 };
 
+// The largest RunOptions::stack_size run() accepts (larger: EINVAL); the largest ring it asks
+// the kernel for (RunOptions::ring_entries is clamped to it: the kernel's own limit).
+inline constexpr size_t kMaxStackSize = size_t{1} << 30;
+inline constexpr unsigned kMaxRingEntries = 32768;
+
 class Scheduler;
 extern thread_local constinit Scheduler* tls_scheduler __attribute__((tls_model("initial-exec")));
 
@@ -151,9 +157,9 @@ inline int64_t deadline_for(Duration timeout) noexcept {
 }
 
 // Whether a coroutine being unwound after a deadlock may be sent on its way with ForcedUnwind:
-// not while an exception is already in flight in it (a destructor or defer running during the
+// not while an exception is already in flight in it (a destructor running during the
 // unwinding, where a second one would end the program), nor once its function has returned
-// (its function object's destructor runs outside any handler).
+// (its defers and its function object's destructor run, where a wait may sit in a destructor).
 inline bool unwinding_may_throw(const Coroutine* self) noexcept {
   return !self->finishing && std::uncaught_exceptions() == 0;
 }
@@ -174,11 +180,6 @@ inline void unwind_after_wait(const Coroutine* self) {
   if (self->unwinding && unwinding_may_throw(self)) [[unlikely]]
     throw_forced_unwind();
 }
-
-// Bumped in every child that fork() makes (pthread_atfork). A scheduler remembers the value it
-// started with: a different one means this process is a child forked while that scheduler ran,
-// and the scheduler, its ring and its eventfd belong to the parent.
-extern std::atomic<unsigned> g_fork_generation;
 
 // What begin_wait() hands to a blocking call: the coroutine that may wait now, or why not.
 struct WaitPermit {
@@ -284,7 +285,7 @@ class Scheduler {
 
   // True in a child forked while this scheduler ran: it belongs to the parent.
   bool forked() const noexcept {
-    return fork_generation_ != g_fork_generation.load(std::memory_order_relaxed);
+    return fork_generation_ != fork_generation();
   }
   // Logs (once per child) that a forked child tried to use its parent's container; EPERM.
   int refuse_in_forked_child(const char* what) noexcept;
@@ -485,8 +486,9 @@ class Scheduler {
   void* signal_stack_ = nullptr;
   size_t signal_stack_size_ = 0;
 
-  unsigned fork_generation_ = g_fork_generation.load(std::memory_order_relaxed);
-  long next_id_ = 0;  // the next coroutine id of the current block (next_coroutine_id())
+  unsigned fork_generation_ = fork_generation();
+  bool ring_abandoned_ = false;  // abandon_ring_operations() ran
+  long next_id_ = 0;             // the next coroutine id of the current block (next_coroutine_id())
   long id_end_ = 0;
   int pid_ = 0;  // the process that runs this scheduler (for the forked-child message)
 };

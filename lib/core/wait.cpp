@@ -18,6 +18,7 @@ struct ParkWait : WaitContext {
 void end_park(ParkWait* park, int result) {
   Waiter* waiter = park->waiter;
   if (waiter->list == nullptr) return;
+  if (int* failure = waiter->list->failure_record()) *failure = result;
   waiter->list->remove(waiter);
   waiter->result = result;
   tls_scheduler->make_ready(park->self);

@@ -79,7 +79,11 @@ int make_unix_address(std::string_view path, SocketAddress* out) {
   if (path.empty()) return EINVAL;
   // An abstract name is bytes, NUL included; a filesystem path ends at the first NUL.
   if (path.front() != '@' && path.find('\0') != std::string_view::npos) return EINVAL;
-  if (path.size() >= sizeof unix_address->sun_path) return ENAMETOOLONG;
+  // A path needs its terminating NUL inside sun_path; an abstract name ('@' stands for its
+  // leading NUL) may fill sun_path exactly.
+  size_t limit =
+      path.front() == '@' ? sizeof unix_address->sun_path : sizeof unix_address->sun_path - 1;
+  if (path.size() > limit) return ENAMETOOLONG;
   unix_address->sun_family = AF_UNIX;
   std::memcpy(unix_address->sun_path, path.data(), path.size());
   if (path.front() == '@') {

@@ -62,10 +62,10 @@ class FileApi {
                           static_cast<uint64_t>(offset));
     });
   }
-  int close(int fd) {
-    if (!ring_) return ::close(fd) < 0 ? -errno : 0;
-    return ring_call(permit_, [&](io_uring_sqe* sqe) { io_uring_prep_close(sqe, fd); });
-  }
+  // A plain close(2) even in a coroutine: through the ring it could be cancelled (cancel(cid))
+  // while queued, and the descriptor would leak. Closing a local file does not wait on the
+  // device (on NFS it flushes, which blocks this thread for that long).
+  int close(int fd) { return ::close(fd) < 0 ? -errno : 0; }
 
  private:
   WaitPermit permit_;

@@ -20,7 +20,9 @@ class WorkerPool {
     const char* configured = std::getenv("CORING_OFFLOAD_THREADS");
     long threads = configured != nullptr ? std::strtol(configured, nullptr, 10) : 4;
     max_threads_ = threads < 1 ? 1 : threads > 256 ? 256 : static_cast<int>(threads);
-    ::pthread_atfork(nullptr, nullptr, [] { instance().reset_after_fork(); });
+    // Locked around fork(), so that a child never copies the queue halfway through a change.
+    ::pthread_atfork([] { instance().mutex_.lock(); }, [] { instance().mutex_.unlock(); },
+                     [] { instance().reset_after_fork(); });
   }
 
   static WorkerPool& instance() {

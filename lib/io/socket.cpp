@@ -287,6 +287,18 @@ void configure_new_socket(SocketCore* core) {
   }
 }
 
+size_t length_field_size(char type) {
+  switch (type) {
+    case 'C':
+      return 1;
+    case 'n':
+    case 'v':
+      return 2;
+    default:
+      return 4;
+  }
+}
+
 // The framing state of a Protocol: 0 none, 1 eof, 2 length, -1 invalid.
 int framing_of(const Protocol& protocol) {
   if (!protocol.eof.empty()) return protocol.eof.size() <= 8 ? 1 : -1;
@@ -297,22 +309,17 @@ int framing_of(const Protocol& protocol) {
     case 'n':
     case 'N':
     case 'v':
-    case 'V':
-      return protocol.body_offset >= protocol.length_offset ? 2 : -1;
+    case 'V': {
+      // The header (up to the end of the length field) and the body's start must fit in a
+      // packet of package_max_length bytes, or no packet ever could.
+      size_t header = protocol.length_offset + length_field_size(protocol.length_type);
+      bool fits = protocol.length_offset <= protocol.package_max_length &&
+                  header <= protocol.package_max_length &&
+                  protocol.body_offset <= protocol.package_max_length;
+      return protocol.body_offset >= protocol.length_offset && fits ? 2 : -1;
+    }
     default:
       return -1;
-  }
-}
-
-size_t length_field_size(char type) {
-  switch (type) {
-    case 'C':
-      return 1;
-    case 'n':
-    case 'v':
-      return 2;
-    default:
-      return 4;
   }
 }
 
@@ -415,6 +422,35 @@ bool connect_to(SocketCore* core, Call& call, const SocketAddress& address, int6
     return false;
   }
   return true;
+}
+
+// The address of host:port for a call on this socket: a Unix path, a numeric address, or a name
+// resolved within timeout (which waits: the caller holds a Call then, so that close() from
+// another coroutine interrupts the resolution and the core outlives it). False with the error
+// recorded; ECANCELED when the socket was closed while the name was resolved.
+bool address_for(SocketCore* core, std::string_view host, uint16_t port, Duration timeout,
+                 SocketAddress* address) {
+  int error;
+  if (is_unix(core->type)) {
+    error = make_unix_address(host, address);
+  } else {
+    error = resolve_address(host, port, family_of(core->type), timeout, address);
+  }
+  if (error != 0) {
+    set_error(core, error, error == ENXIO ? "host name could not be resolved" : nullptr);
+    return false;
+  }
+  if (core->closed) {  // closed by another coroutine while we resolved
+    set_error(core, ECANCELED);
+    return false;
+  }
+  return true;
+}
+
+// Whether finding host's address may wait (a name to resolve), so needs a Call around it.
+bool resolving_waits(SocketCore* core, std::string_view host) {
+  SocketAddress numeric;
+  return !is_unix(core->type) && !parse_numeric_address(host, 0, family_of(core->type), &numeric);
 }
 
 // The timeout a call uses: its argument, or the socket's configured one by default.
@@ -541,16 +577,7 @@ bool Socket::connect(std::string_view host, uint16_t port, Duration timeout) {
   if (!call.ok()) return false;
   int64_t deadline = detail::deadline_for(detail::pick(timeout, core->connect_timeout));
   detail::SocketAddress address;
-  int error = detail::resolve_address(host, port, detail::family_of(core->type),
-                                      detail::remaining(deadline), &address);
-  if (error != 0) {
-    detail::set_error(core, error, error == ENXIO ? "host name could not be resolved" : nullptr);
-    return false;
-  }
-  if (core->closed) {  // closed by another coroutine while we resolved
-    detail::set_error(core, ECANCELED);
-    return false;
-  }
+  if (!detail::address_for(core, host, port, detail::remaining(deadline), &address)) return false;
   return detail::connect_to(core, call, address, deadline);
 }
 
@@ -563,10 +590,7 @@ bool Socket::connect(std::string_view unix_path, Duration timeout) {
     return false;
   }
   detail::SocketAddress address;
-  if (int error = detail::make_unix_address(unix_path, &address); error != 0) {
-    detail::set_error(core, error);
-    return false;
-  }
+  if (!detail::address_for(core, unix_path, 0, Duration::zero(), &address)) return false;
   return detail::connect_to(core, call, address,
                             detail::deadline_for(detail::pick(timeout, core->connect_timeout)));
 }
@@ -574,23 +598,18 @@ bool Socket::connect(std::string_view unix_path, Duration timeout) {
 bool Socket::bind(std::string_view host, uint16_t port) {
   SocketCore* const core = core_;
   if (!detail::open_for_call(core)) return false;
+  // A name to resolve waits: as a write call, so that the core outlives the wait and close()
+  // interrupts it. (Outside a coroutine, resolve() blocks instead and no call is needed.)
+  std::optional<Call> call;
+  if (detail::in_coroutine() && detail::resolving_waits(core, host)) {
+    call.emplace(core, false);
+    if (!call->ok()) return false;
+  }
   detail::SocketAddress address;
-  if (detail::is_unix(core->type)) {
-    if (int error = detail::make_unix_address(host, &address); error != 0) {
-      detail::set_error(core, error);
-      return false;
-    }
-  } else {
-    int error = detail::resolve_address(host, port, detail::family_of(core->type),
-                                        core->connect_timeout, &address);
-    if (error != 0) {
-      detail::set_error(core, error);
-      return false;
-    }
-    if (detail::socktype_of(core->type) == SOCK_STREAM) {
-      int on = 1;
-      ::setsockopt(core->fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-    }
+  if (!detail::address_for(core, host, port, core->connect_timeout, &address)) return false;
+  if (detail::socktype_of(core->type) == SOCK_STREAM && !detail::is_unix(core->type)) {
+    int on = 1;
+    ::setsockopt(core->fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
   }
   return detail::syscall_succeeded(core, ::bind(core->fd, address.get(), address.length));
 }
@@ -605,6 +624,7 @@ std::optional<Socket> Socket::accept(Duration timeout) {
   SocketCore* const core = core_;
   Call call(core, true);
   if (!call.ok()) return std::nullopt;
+  timeout = detail::pick(timeout, core->read_timeout);
   int32_t fd;
   if (timeout <= Duration::zero()) {
     fd = ::accept4(core->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -764,7 +784,9 @@ std::optional<std::string_view> Socket::recv_packet(Duration timeout) {
     }
     size_t target = std::max<size_t>(wanted, available + 4096);
     if (core->framing == 1) target = std::max(target, std::min(max_length, available * 2));
-    target = std::min(std::max(target, size_t{8192}), max_length + 4096);
+    // Room for a whole packet and one more read's worth (saturated: max_length may be huge).
+    size_t cap = max_length > SIZE_MAX - 4096 ? SIZE_MAX : max_length + 4096;
+    target = std::min(std::max(target, size_t{8192}), cap);
     if (core->buffer.size() < target)
       core->buffer.resize(std::max(target, core->buffer.size() * 2));
     ssize_t n = detail::receive(core, call, core->buffer.data() + core->end,
@@ -792,19 +814,7 @@ ssize_t Socket::sendto(std::string_view host, uint16_t port, const void* data, s
   if (!call.ok()) return -1;
   if (!detail::size_fits(core, size)) return -1;
   detail::SocketAddress address;
-  if (detail::is_unix(core->type)) {
-    if (int error = detail::make_unix_address(host, &address); error != 0) {
-      detail::set_error(core, error);
-      return -1;
-    }
-  } else {
-    int error = detail::resolve_address(host, port, detail::family_of(core->type),
-                                        core->connect_timeout, &address);
-    if (error != 0) {
-      detail::set_error(core, error);
-      return -1;
-    }
-  }
+  if (!detail::address_for(core, host, port, core->connect_timeout, &address)) return -1;
   iovec vector{const_cast<void*>(data), size};
   msghdr message{};
   message.msg_name = address.get();
@@ -861,7 +871,7 @@ bool Socket::close() {
   SocketCore* const core = core_;
   if (core == nullptr) return false;
   if (!detail::begin_close(core)) {
-    detail::set_error(core, EBADF);
+    detail::set_not_open_error(core);  // EBADF, or why the socket could never be made
     return false;
   }
   struct Hold {  // settles (and maybe frees) the core when close() leaves, however it leaves
@@ -928,7 +938,8 @@ void Socket::set_protocol(const Protocol& protocol) {
   if (core->framing < 0) {
     detail::log_format(LogLevel::warning,
                        "Socket#%d: invalid Protocol (eof longer than 8 bytes, unknown length_type, "
-                       "or body_offset < length_offset); recv_packet() will fail with EINVAL",
+                       "body_offset < length_offset, or a header or body_offset past "
+                       "package_max_length); recv_packet() will fail with EINVAL",
                        core->fd);
   }
 }

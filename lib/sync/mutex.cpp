@@ -1,3 +1,4 @@
+#include <cerrno>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -35,6 +36,11 @@ void Mutex::lock() {
   int result = detail::park(waiters_, waiter, kForever, detail::Cancellable::no);
   if (result == detail::kWaitDestroyed) {
     throw std::logic_error("Mutex destroyed while a coroutine waited to lock it");
+  }
+  if (result == EPERM) {  // a forked child: it cannot wait in its parent's container
+    throw std::logic_error(
+        "Mutex::lock() would have to wait in a process forked while its "
+        "container ran");
   }
   // Otherwise failed only where its coroutine may not wait (unwinding, see the header):
   // without the lock, ECANCELED in last_error(), and the matching unlock() does nothing.

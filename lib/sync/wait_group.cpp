@@ -1,4 +1,5 @@
 #include <cerrno>
+#include <climits>
 #include <stdexcept>
 
 #include "coring/log.hpp"
@@ -15,6 +16,9 @@ WaitGroup::~WaitGroup() {
 
 void WaitGroup::add(int n) {
   long count = static_cast<long>(count_) + n;
+  if (count > INT_MAX) {
+    throw std::overflow_error("WaitGroup counter overflow (more than INT_MAX pending)");
+  }
   if (count < 0) {
     count_ = 0;
     detail::wake_all(waiters_, detail::kWaitOk);

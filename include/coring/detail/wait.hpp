@@ -26,11 +26,11 @@ class WaitList;
 struct Waiter {
   Waiter* prev = nullptr;
   Waiter* next = nullptr;
-  WaitList* list = nullptr;  // the list this waiter is queued on; null once taken off it
-  void* coroutine = nullptr;
-  void* slot = nullptr;  // what the waker hands over or takes (a channel's value)
-  uint32_t flags = 0;    // meaning defined by the owner of the list
-  int result = 0;        // kWaitOk, ETIMEDOUT, ECANCELED, or one of the values below
+  WaitList* list = nullptr;   // the list this waiter is queued on; null once taken off it
+  void* coroutine = nullptr;  // set when it is queued: null after park() means it never waited
+  void* slot = nullptr;       // what the waker hands over or takes (a channel's value)
+  uint32_t flags = 0;         // meaning defined by the owner of the list
+  int result = 0;             // kWaitOk, ETIMEDOUT, ECANCELED, or one of the values below
 };
 
 inline constexpr int kWaitOk = 0;
@@ -44,6 +44,13 @@ class WaitList {
   WaitList() = default;
   WaitList(const WaitList&) = delete;
   WaitList& operator=(const WaitList&) = delete;
+
+  // Where a wait that ends by timeout or cancellation records ETIMEDOUT or ECANCELED, at the
+  // moment its waiter leaves this list, while the object that owns the list certainly exists:
+  // once its coroutine resumes, the object may be gone (a cancel() followed by the object's
+  // destruction). Null: nowhere.
+  void record_failures_in(int* failure) noexcept { failure_ = failure; }
+  int* failure_record() const noexcept { return failure_; }
 
   bool empty() const noexcept { return head_ == nullptr; }
   size_t size() const noexcept { return size_; }
@@ -88,6 +95,7 @@ class WaitList {
   Waiter* head_ = nullptr;
   Waiter* tail_ = nullptr;
   size_t size_ = 0;
+  int* failure_ = nullptr;
 };
 
 enum class Cancellable : bool { no = false, yes = true };
