@@ -147,7 +147,7 @@ int run_container(const CallableOps& ops, void* fn, const RunOptions& options);
 long spawn(const CallableOps& ops, void* fn);
 
 inline namespace CORING_DETAIL_SWITCH_VARIANT {
-inline long spawn_here(const CallableOps& ops, void* fn) {
+inline __attribute__((always_inline)) long spawn_here(const CallableOps& ops, void* fn) {
 #if CORING_DETAIL_INLINE_SWITCH
   SpawnPlan plan = prepare_spawn(ops, fn);
   if (plan.jump.to_context != nullptr) complete_switch(plan.jump);
@@ -189,7 +189,7 @@ long create(F&& fn, Args&&... args) {
   }
 }
 
-inline bool resume(long cid) {
+inline __attribute__((always_inline)) bool resume(long cid) {
 #if CORING_DETAIL_INLINE_SWITCH
   detail::SwitchPlan plan = detail::prepare_resume(cid);
   if (plan.to_context != nullptr) detail::complete_switch(plan);
@@ -201,7 +201,7 @@ inline bool resume(long cid) {
 
 }  // namespace CORING_DETAIL_SWITCH_VARIANT
 
-inline void this_coroutine::CORING_DETAIL_SWITCH_VARIANT::yield() {
+inline __attribute__((always_inline)) void this_coroutine::CORING_DETAIL_SWITCH_VARIANT::yield() {
 #if CORING_DETAIL_INLINE_SWITCH
   detail::SwitchPlan plan = detail::prepare_yield();
   if (plan.to_context != nullptr) {
@@ -214,7 +214,8 @@ inline void this_coroutine::CORING_DETAIL_SWITCH_VARIANT::yield() {
 #endif
 }
 
-inline bool this_coroutine::CORING_DETAIL_SWITCH_VARIANT::sleep(Duration d) {
+inline __attribute__((always_inline)) bool this_coroutine::CORING_DETAIL_SWITCH_VARIANT::sleep(
+    Duration d) {
 #if CORING_DETAIL_INLINE_SWITCH
   detail::SleepRecord record;
   detail::SwitchPlan plan = detail::prepare_sleep(d, record);

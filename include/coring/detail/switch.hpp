@@ -6,7 +6,8 @@
 // 7 ns per frame returned through, per switch, on top of a 10 ns jump_fcontext round trip). So
 // the library does all the bookkeeping in an ordinary call (prepare_*: its call and return
 // happen on one stack), and the jump itself happens in the caller's own frame, with no return
-// to mispredict afterwards. The jump enters the library's context switch, coring_jump_context
+// to mispredict afterwards (so they are always_inline: a compiler, with LTO say, that kept one
+// out of line would bring the mispredicted return back). The jump enters the library's context switch, coring_jump_context
 // (lib/core/context_switch.cpp, the same work as Boost.Context's jump_fcontext), without a
 // `call`: the switch resumes the other side with `jmp`, never `ret`, so a `call` would leave a
 // stale return-stack entry behind.

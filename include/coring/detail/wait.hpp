@@ -121,8 +121,8 @@ inline namespace CORING_DETAIL_SWITCH_VARIANT {
 // passes (ETIMEDOUT), or it is cancelled (ECANCELED, only if cancellable). Returns w.result.
 // A timeout of zero fails at once with ETIMEDOUT without queueing. Outside a coroutine it
 // cannot wait: it returns EPERM and records it in last_error().
-inline int park(WaitList& list, Waiter& w, Duration timeout,
-                Cancellable cancellable = Cancellable::yes) {
+inline __attribute__((always_inline)) int park(WaitList& list, Waiter& w, Duration timeout,
+                                               Cancellable cancellable = Cancellable::yes) {
 #if CORING_DETAIL_INLINE_SWITCH
   ParkRecord record;
   SwitchPlan plan = prepare_park(list, w, timeout, cancellable, record);
