@@ -6,7 +6,8 @@
 //  - length framing: its size is body_offset + the length field's value, decoded here anew;
 //  - no packet exceeds package_max_length, and the packets, joined, are exactly the start of
 //    what was sent (nothing lost, reordered or invented);
-//  - once a read failed with EMSGSIZE, the next one fails with EMSGSIZE too.
+//  - once a read failed with EMSGSIZE, the next one fails with EMSGSIZE too;
+//  - a protocol whose header or body offset lies past package_max_length fails with EINVAL.
 // A violation aborts, which libFuzzer records as a crash with its input.
 //
 // Input layout: [mode][max_length lo][max_length hi][chunk seed][4 bytes of framing config]
@@ -65,6 +66,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     protocol.body_offset = protocol.length_offset + field_size(protocol.length_type) + data[6] % 4;
   }
   std::string_view stream(reinterpret_cast<const char*>(data) + 8, size - 8);
+  // No packet could fit: set_protocol() refuses it and every read fails with EINVAL.
+  const bool impossible = !eof_mode && (protocol.length_offset + field_size(protocol.length_type) >
+                                            protocol.package_max_length ||
+                                        protocol.body_offset > protocol.package_max_length);
 
   Co::RunOptions options;
   options.ring_entries = 64;
@@ -94,6 +99,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         std::string joined;
         for (;;) {
           std::optional<std::string_view> packet = reader.recv_packet(std::chrono::seconds(5));
+          if (impossible) {
+            if (packet || reader.error().value() != EINVAL) violated("impossible protocol read");
+            break;
+          }
           if (!packet) {
             if (reader.error().value() == EMSGSIZE) {
               if (reader.recv_packet(std::chrono::seconds(0))) violated("read after EMSGSIZE");

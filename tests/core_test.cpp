@@ -92,6 +92,30 @@ TEST_CASE("run: a main function whose copy throws: the exception reaches the cal
   CHECK(Co::this_coroutine::id() == -1);
 }
 
+namespace {
+int g_plain_runs = 0;
+void plain_function() {
+  ++g_plain_runs;
+}
+void plain_with_argument(int n) {
+  g_plain_runs += n;
+}
+void plain_main() {
+  Co::create(plain_function);
+  Co::go(plain_function);
+  Co::create(plain_with_argument, 10);
+  Co::create(&plain_function);
+}
+}  // namespace
+
+TEST_CASE("run and create take plain functions (and pointers to them), as Swoole's go() does") {
+  g_plain_runs = 0;
+  CHECK(Co::run(plain_main) == 0);
+  CHECK(g_plain_runs == 13);
+  CHECK(Co::run(&plain_main) == 0);
+  CHECK(g_plain_runs == 26);
+}
+
 TEST_CASE("run: containers run one after another and on several threads at once") {
   int first = 0, second = 0;
   CHECK(Co::run([&] { first = 1; }) == 0);

@@ -37,6 +37,7 @@
 #include <initializer_list>
 #include <span>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -171,16 +172,24 @@ bool sleep_out_of_line(Duration d);
 
 template <class F>
 int run(F&& main, const RunOptions& options) {
-  return detail::run_container(detail::callable_ops<F>(),
-                               const_cast<void*>(static_cast<const void*>(std::addressof(main))),
-                               options);
+  if constexpr (std::is_function_v<std::remove_reference_t<F>>) {  // a plain function
+    auto pointer = &main;
+    return detail::run_container(detail::callable_ops<decltype(pointer)>(), &pointer, options);
+  } else {
+    return detail::run_container(detail::callable_ops<F>(),
+                                 const_cast<void*>(static_cast<const void*>(std::addressof(main))),
+                                 options);
+  }
 }
 
 inline namespace CORING_DETAIL_SWITCH_VARIANT {
 
 template <class F, class... Args>
 long create(F&& fn, Args&&... args) {
-  if constexpr (sizeof...(Args) == 0) {
+  if constexpr (sizeof...(Args) == 0 && std::is_function_v<std::remove_reference_t<F>>) {
+    auto pointer = &fn;  // a plain function: the coroutine holds a pointer to it
+    return detail::spawn_here(detail::callable_ops<decltype(pointer)>(), &pointer);
+  } else if constexpr (sizeof...(Args) == 0) {
     return detail::spawn_here(detail::callable_ops<F>(),
                               const_cast<void*>(static_cast<const void*>(std::addressof(fn))));
   } else {
