@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs what is missing, builds, runs every
-# doctest suite and integration script, then the same suites under an ASan+UBSan build, then the
-# libFuzzer targets for a bounded time (clang, ASan+UBSan).
+# doctest suite under each event engine (io_uring, epoll) and every integration script, then the
+# same under an ASan+UBSan build, then the libFuzzer targets for a bounded time (clang,
+# ASan+UBSan).
 # The last line is "N passed, N failed" over every suite (doctest test cases plus integration
 # checks); the exit status is 0 only when nothing failed.
 #
@@ -9,6 +10,7 @@
 #   SANITIZE=0 scripts/test.sh      skip the sanitizer pass
 #   FUZZ=0 scripts/test.sh          skip the fuzz pass (clang + libFuzzer, FUZZ_SECONDS each)
 #   SUITES="core channel" scripts/test.sh   only these suites (names of tests/*_test.cpp)
+#   ENGINES=epoll scripts/test.sh           only this event engine (default: io_uring epoll)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -45,7 +47,7 @@ run_suite() {
   if ((status != 0 && failed == 0)); then failed=1; fi
   total_passed=$((total_passed + passed))
   total_failed=$((total_failed + failed))
-  printf '%-28s %4d passed %3d failed  (%ds)\n' "$label" "$passed" "$failed" $((SECONDS - start))
+  printf '%-36s %4d passed %3d failed  (%ds)\n' "$label" "$passed" "$failed" $((SECONDS - start))
   if ((failed > 0)); then
     failures+=("$label")
     echo "----- $label output (last 60 lines) -----"
@@ -69,18 +71,21 @@ build() {
   ninja -C "$dir" >"$dir.build.log" 2>&1 || { tail -80 "$dir.build.log"; return 1; }
 }
 
-# run_all DIR LABEL_SUFFIX: every suite of one build.
+# run_all DIR LABEL_SUFFIX: every suite of one build, once per event engine (CORING_ENGINE
+# picks it for Engine::automatic, which the suites use), then the integration scripts.
 run_all() {
-  local dir=$1 suffix=$2 binary name
+  local dir=$1 suffix=$2 binary name engine
   if ! compgen -G "$dir/tests/*_test" >/dev/null; then
     # meson skips the suites when doctest is missing; here that is a failure, not a pass.
     run_suite "test suites$suffix" 10 bash -c 'echo "no test binaries in $1/tests"; exit 1' _ "$dir"
     return
   fi
-  for binary in "$dir"/tests/*_test; do
-    name=$(basename "$binary" _test)
-    if [[ -n ${SUITES:-} && " $SUITES " != *" $name "* ]]; then continue; fi
-    run_suite "$name$suffix" 600 "$binary"
+  for engine in ${ENGINES:-io_uring epoll}; do
+    for binary in "$dir"/tests/*_test; do
+      name=$(basename "$binary" _test)
+      if [[ -n ${SUITES:-} && " $SUITES " != *" $name "* ]]; then continue; fi
+      CORING_ENGINE=$engine run_suite "$name [$engine]$suffix" 600 "$binary"
+    done
   done
   for script in tests/integration/*.sh; do
     [[ -e $script ]] || continue

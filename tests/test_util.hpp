@@ -21,6 +21,7 @@
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <coring/coroutine.hpp>
 #include <coring/log.hpp>
 #include <cstdint>
 #include <cstdio>
@@ -59,6 +60,21 @@ inline bool sanitized() {
 #endif
   const char* flag = std::getenv("CORING_SANITIZED");
   return flag != nullptr && std::string_view(flag) == "1";
+}
+
+// The engine this pass of the suites runs (scripts/test.sh runs every suite with
+// CORING_ENGINE=io_uring and again with CORING_ENGINE=epoll). Tests of one engine's own
+// machinery say so and skip themselves under the other.
+inline bool epoll_pass() {
+  const char* engine = std::getenv("CORING_ENGINE");
+  return engine != nullptr && std::string_view(engine) == "epoll";
+}
+
+// RunOptions for a test of the io_uring engine itself.
+inline coring::RunOptions io_uring_options() {
+  coring::RunOptions options;
+  options.engine = coring::Engine::io_uring;
+  return options;
 }
 
 struct ChildResult {

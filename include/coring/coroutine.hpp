@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <span>
+#include <string_view>
 #include <system_error>
 #include <type_traits>
 #include <utility>
@@ -50,6 +51,13 @@
 #pragma GCC visibility push(default)
 
 namespace coring {
+
+// Where a container waits for I/O and time. automatic: io_uring when the kernel lets the library
+// set up a ring with every feature it needs, else epoll (one INFO line says why); the
+// environment variable CORING_ENGINE=io_uring|epoll overrides automatic. io_uring: fail as run()
+// describes when no ring can be had. Every public call behaves the same under both.
+enum class Engine { automatic, io_uring, epoll };
+std::string_view engine_name(Engine engine) noexcept;  // "automatic", "io_uring", "epoll"
 
 struct RunOptions {
   // Address space per coroutine stack. Memory is committed only as the stack grows, and pooled
@@ -68,6 +76,7 @@ struct RunOptions {
   // io_uring submission queue size (completion queue: 4x); 0: run() fails with EINVAL; more
   // than 32768 (the kernel's limit) is clamped to it.
   unsigned ring_entries = 1024;
+  Engine engine = Engine::automatic;
 };
 
 // Returns 0 once every coroutine has ended (see the header comment for -1).
@@ -115,7 +124,8 @@ struct Stats {
   size_t stack_size = 0;          // usable bytes per stack
   size_t stacks_free = 0;         // pooled stacks ready for reuse
   size_t stacks_mapped = 0;       // stacks carved so far (in use + pooled)
-  unsigned ring_setup_flags = 0;  // the io_uring setup flags the kernel accepted
+  unsigned ring_setup_flags = 0;  // the io_uring setup flags the kernel accepted (io_uring only)
+  Engine engine = Engine::automatic;  // the engine running: io_uring or epoll
 };
 Stats stats();             // all zero outside a container
 std::vector<long> list();  // ids of the coroutines alive in this thread's container

@@ -63,8 +63,10 @@ enum class OpKind : uint8_t {
 struct IoOp {
   void (*on_complete)(IoOp* self) = nullptr;  // see the header comment
   OpKind kind = OpKind::recv;
-  bool completed = false;  // set by the layer above when it sees the completion
-  bool more = false;       // out: a read left data behind (a hint for the next read)
+  bool completed = false;     // set by the layer above when it sees the completion
+  bool likely_waits = false;  // in: the last read on fd emptied it (a hint, see the engines)
+  bool stream = false;        // in: fd is a byte stream: a short read means it is empty now
+  bool more = false;          // out: a read left data behind (a hint for the next read)
   int fd = -1;
   int flags = 0;
   uint32_t length = 0;  // engines move at most 2^31 - 4096 bytes per operation

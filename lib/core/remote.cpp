@@ -23,7 +23,6 @@ bool RemoteInbox::expect(int* error) {
       return false;
     }
     reader_.inbox = this;
-    reader_.complete = &RemoteInbox::on_wakeup;
   }
   ++expected_;
   arm();
@@ -34,26 +33,31 @@ void RemoteInbox::unexpect() noexcept {
   if (expected_ > 0) --expected_;
   // Nobody waits any more: let the pending read go so the container can end. A later expect()
   // arms it again and whatever was delivered meanwhile is drained then.
-  if (expected_ == 0 && armed_) {
-    io_uring_sqe* sqe = tls_scheduler->engine().get_sqe();
-    if (sqe != nullptr) {
-      io_uring_prep_cancel64(sqe, reinterpret_cast<uint64_t>(&reader_), 0);
-      io_uring_sqe_set_data64(sqe, 0);
+  if (expected_ == 0 && armed_) tls_scheduler->engine().cancel(reader_);
+}
+
+void RemoteInbox::arm() {
+  EventEngine& engine = tls_scheduler->engine();
+  while (!armed_ && expected_ > 0) {
+    reader_.kind = OpKind::read;
+    reader_.fd = eventfd_;
+    reader_.buffer = &counter_;
+    reader_.length = sizeof counter_;
+    reader_.stream = true;  // one read empties an eventfd
+    reader_.on_complete = &RemoteInbox::on_wakeup;
+    if (!engine.start(reader_)) {
+      armed_ = true;  // in flight: on_wakeup() comes
+      return;
     }
+    // Done at once: something was delivered already (or the engine is unusable, which
+    // wait_without_ring() takes over from).
+    if (reader_.result < 0) return;
+    drain();
   }
 }
 
-void RemoteInbox::arm() noexcept {
-  if (armed_ || expected_ == 0) return;
-  io_uring_sqe* sqe = tls_scheduler->engine().get_sqe();
-  if (sqe == nullptr) return;
-  io_uring_prep_read(sqe, eventfd_, &counter_, sizeof counter_, 0);
-  io_uring_sqe_set_data(sqe, static_cast<Completion*>(&reader_));
-  armed_ = true;
-}
-
-void RemoteInbox::on_wakeup(Completion* completion, int32_t, uint32_t) {
-  RemoteInbox* inbox = static_cast<Reader*>(completion)->inbox;
+void RemoteInbox::on_wakeup(IoOp* op) {
+  RemoteInbox* inbox = static_cast<Reader*>(op)->inbox;
   inbox->armed_ = false;
   inbox->drain();
   inbox->arm();

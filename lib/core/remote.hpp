@@ -1,9 +1,9 @@
 // Completions handed to a scheduler from other threads (the offload workers).
 //
 // A worker finishes a RemoteJob and deliver()s it; the scheduler thread runs job->finish() in
-// its loop. The wake-up is an eventfd that the scheduler reads through its own ring, so a
-// scheduler waiting in io_uring_enter wakes up like for any other I/O. The read is armed only
-// while some coroutine waits for a job (expect()/unexpect()), so that an abandoned job (a
+// its loop. The wake-up is an eventfd that the scheduler reads through its own engine (a read
+// operation), so a scheduler waiting for I/O wakes up like for any other I/O. The read is armed
+// only while some coroutine waits for a job (expect()/unexpect()), so that an abandoned job (a
 // resolve() that timed out) neither keeps the container alive nor counts as pending work in
 // deadlock detection. The inbox is shared with the jobs (shared_ptr): jobs delivered after
 // the scheduler ended are simply dropped.
@@ -43,17 +43,17 @@ class RemoteInbox {
   void close() noexcept;
   // How many coroutines wait for a delivery now.
   size_t expected() const noexcept { return expected_; }
-  // Scheduler thread, once the ring is unusable (its eventfd read can no longer complete):
+  // Scheduler thread, once the engine is unusable (its eventfd read can no longer complete):
   // waits up to timeout_ns (negative: no limit) for a delivery with ppoll, then finishes what
   // was delivered.
   void wait_without_ring(int64_t timeout_ns);
 
  private:
-  struct Reader : Completion {
+  struct Reader : IoOp {
     RemoteInbox* inbox = nullptr;
   };
-  static void on_wakeup(Completion* completion, int32_t result, uint32_t flags);
-  void arm() noexcept;
+  static void on_wakeup(IoOp* op);
+  void arm();
   void drain();
 
   std::mutex mutex_;

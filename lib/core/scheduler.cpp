@@ -116,19 +116,9 @@ long Scheduler::next_coroutine_id() noexcept {
 }
 
 int Scheduler::run(const CallableOps& ops, void* fn) {
-  int error = engine_.init(options_.ring_entries);
-  if (error == -ENOSYS && !engine_.missing().empty()) {
-    log_format(LogLevel::error,
-               "io_uring lacks what coring needs: %s; coring needs Linux 5.19 or later",
-               engine_.missing().c_str());
-    set_last_error(ENOSYS);
-    return -1;
-  }
-  if (error < 0) {
-    log_format(LogLevel::error,
-               "cannot set up io_uring (%u entries): %s; coring needs io_uring (Linux 5.19+, "
-               "not disabled by sysctl kernel.io_uring_disabled or a seccomp filter)",
-               options_.ring_entries, std::strerror(-error));
+  int error = 0;
+  engine_ = make_engine(options_, &error);
+  if (engine_ == nullptr) {  // make_engine() logged why
     set_last_error(-error);
     return -1;
   }
@@ -161,9 +151,9 @@ int Scheduler::run(const CallableOps& ops, void* fn) {
   } installed{this};
   if (spawn(ops, fn) < 0) return -1;  // spawn() recorded why in this thread's last_error()
   loop();
-  if (engine_.failure() != 0) {
+  if (engine_->failure() != 0) {
     if (!ring_abandoned_) abandon_ring_operations();
-    set_last_error(engine_.failure());
+    set_last_error(engine_->failure());
     return -1;
   }
   if (deadlocked_) {
@@ -334,11 +324,11 @@ void Scheduler::loop() {
     }
     // The ring may have given up anywhere (a coroutine's get_sqe(), a timer's cancellation, or
     // poll()): the coroutines it leaves holding operations are abandoned here, once.
-    if (engine_.failure() != 0 && !ring_abandoned_) abandon_ring_operations();
-    const bool ring_works = engine_.failure() == 0;
+    if (engine_->failure() != 0 && !ring_abandoned_) abandon_ring_operations();
+    const bool ring_works = engine_->failure() == 0;
     // What can still wake a coroutine: a ring operation, or (once the ring is unusable, its
     // operations never complete) a delivery from a worker thread; and a timer.
-    const size_t pending = ring_works ? engine_.inflight() : inbox_->expected();
+    const size_t pending = ring_works ? engine_->inflight() : inbox_->expected();
     if (pending == 0 && timers_.empty()) {
       if (coroutine_num_ == 0) return;
       if (ring_works) {
@@ -370,17 +360,16 @@ void Scheduler::poll(bool may_block) {
       timeout_ns = std::max<int64_t>(0, timers_.next_deadline() - monotonic_ns());
     }
   }
-  if (engine_.failure() == 0) {
-    engine_.submit_and_wait(timeout_ns);
-    engine_.reap();
+  if (engine_->failure() == 0) {
+    engine_->wait(timeout_ns);
   } else {
     inbox_->wait_without_ring(timeout_ns);
   }
   if (!timers_.empty()) fire_timers(monotonic_ns());
 }
 
-// The ring just became unusable (Engine::give_up). The coroutines waiting on operations the
-// kernel took stay suspended for good: the kernel may still write into their buffers, which
+// The engine just became unusable (UringEngine::give_up, say). The coroutines waiting on operations
+// the kernel took stay suspended for good: the kernel may still write into their buffers, which
 // live on their stacks, so those stacks must never be reused or unmapped. Their deadlines go,
 // so that they do not keep the container alive.
 void Scheduler::abandon_ring_operations() {
@@ -415,7 +404,7 @@ bool Scheduler::unwind_stuck(bool after_ring_failure) {
       log_format(LogLevel::error,
                  "the container ends: %zu coroutines waiting on ring operations are abandoned "
                  "(io_uring is unusable: %s)",
-                 abandoned, std::strerror(engine_.failure()));
+                 abandoned, std::strerror(engine_->failure()));
       return false;
     }
     log_format(LogLevel::error,
@@ -449,11 +438,12 @@ Stats Scheduler::stats() const {
   s.coroutines_created = coroutines_created_;
   s.ready_num = ready_num_;
   s.timer_num = timers_.size();
-  s.io_inflight = engine_.inflight();
+  s.io_inflight = engine_->inflight();
+  s.engine = engine_->kind();
   s.stack_size = stacks_.stack_size();
   s.stacks_free = stacks_.free_count();
   s.stacks_mapped = stacks_.mapped_count();
-  s.ring_setup_flags = engine_.setup_flags();
+  s.ring_setup_flags = engine_->setup_flags();
   return s;
 }
 

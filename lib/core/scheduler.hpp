@@ -39,7 +39,7 @@
 
 #include "core/context_switch.hpp"
 #include "core/coroutine_table.hpp"
-#include "core/engine.hpp"
+#include "core/event_engine.hpp"
 #include "core/fork.hpp"
 #include "core/remote.hpp"
 #include "core/stack_pool.hpp"
@@ -351,8 +351,8 @@ class Scheduler {
     if (node.armed()) timers_.remove(&node);
   }
 
-  Engine& engine() noexcept {
-    return engine_;
+  EventEngine& engine() noexcept {
+    return *engine_;
   }
   const RunOptions& options() const noexcept {
     return options_;
@@ -469,7 +469,7 @@ class Scheduler {
   size_t ready_num_ = 0;
   int budget_ = 0;
 
-  Engine engine_;
+  std::unique_ptr<EventEngine> engine_;  // set up by run()
   std::shared_ptr<RemoteInbox> inbox_ = std::make_shared<RemoteInbox>();
   TimerHeap timers_;
   StackPool stacks_;

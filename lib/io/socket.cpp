@@ -165,6 +165,7 @@ Duration remaining(int64_t deadline) noexcept {
 void settle(SocketCore* core) noexcept {
   if (core->active > 0) return;
   if (core->closed && core->fd >= 0) {
+    if (Scheduler* s = tls_scheduler) s->engine().forget(core->fd);  // before the number is free
     ::close(core->fd);
     core->fd = -1;
     wake_all(core->close_waiters, kWaitOk);
@@ -245,31 +246,23 @@ class Call {
   }
   bool ok() const noexcept { return bound_; }
 
-  // Submits one ring operation as this call's pending read or write and waits for it.
-  // Returns the CQE result (-errno on failure, -ETIMEDOUT past the deadline).
-  template <class Prepare>
-  int32_t ring(int64_t deadline, Prepare&& prepare) {
+  // Carries out op (kind and arguments filled in) as this call's pending read or write and
+  // waits for it. Returns the result (-errno on failure, -ETIMEDOUT past the deadline).
+  int32_t io(int64_t deadline, IoOp& op) {
     WaitPermit permit = begin_wait();
     if (!permit) return -permit.error;
-    IoOp op;
-    int error = 0;
-    io_uring_sqe* sqe = prepare_io(permit, op, &error);
-    if (sqe == nullptr) return -error;
-    prepare(sqe);
     IoOp*& pending = reading_ ? core_->read_op : core_->write_op;
     pending = &op;
     struct Clear {
       IoOp*& pending;
       ~Clear() { pending = nullptr; }
     } clear{pending};
-    int32_t result = wait_io(permit, op, deadline);
-    cqe_flags_ = op.cqe_flags;
+    int32_t result = run_io(permit, op, deadline);
     // cancel(cid) that lost the race with the operation's own completion: the data stays
     // delivered, but a looping call (send_all, recv_all, recv_packet) must not start another.
     if (op.cancel_reason == ECANCELED) cancel_requested_ = true;
     return result;
   }
-  uint32_t cqe_flags() const noexcept { return cqe_flags_; }
   bool cancel_requested() const noexcept { return cancel_requested_; }
 
  private:
@@ -277,7 +270,6 @@ class Call {
   bool reading_;
   bool bound_ = false;
   bool cancel_requested_ = false;
-  uint32_t cqe_flags_ = 0;
 };
 
 void configure_new_socket(SocketCore* core) {
@@ -378,18 +370,19 @@ ssize_t receive(SocketCore* core, Call& call, void* buffer, size_t size, Duratio
     if (errno != EAGAIN && errno != EWOULDBLOCK) return failed(core, -errno);
     if (timeout <= Duration::zero()) return failed(core, -ETIMEDOUT);
   }
+  IoOp op;
+  op.kind = OpKind::recv;
+  op.fd = core->fd;
+  op.buffer = buffer;
   // A datagram buffer of 4 GiB or more: the kernel caps what it delivers far below that.
-  unsigned length = static_cast<unsigned>(std::min(size, kMaxTransfer));
-  int32_t result = call.ring(deadline_for(timeout), [&](io_uring_sqe* sqe) {
-    io_uring_prep_recv(sqe, core->fd, buffer, length, flags);
-    // When the last recv emptied the socket, the next one usually finds nothing yet (request
-    // and response traffic): go straight to waiting instead of trying a recv that fails first.
-    if (!core->more_to_read && poll_first_enabled() &&
-        tls_scheduler->engine().poll_first_supported()) {
-      sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
-    }
-  });
-  core->more_to_read = (call.cqe_flags() & IORING_CQE_F_SOCK_NONEMPTY) != 0;
+  op.length = static_cast<uint32_t>(std::min(size, kMaxTransfer));
+  op.flags = flags;
+  op.stream = !datagram;
+  // When the last recv emptied the socket, the next one usually finds nothing yet (request and
+  // response traffic): the engine may wait for data before it tries.
+  op.likely_waits = !core->more_to_read && poll_first_enabled();
+  int32_t result = call.io(deadline_for(timeout), op);
+  core->more_to_read = op.more;
   if (result < 0) return failed(core, result);
   return datagram ? datagram_length(core, result, size) : result;
 }
@@ -407,16 +400,23 @@ ssize_t transmit(SocketCore* core, Call& call, const void* data, size_t size, Du
     if (errno != EAGAIN && errno != EWOULDBLOCK) return failed(core, -errno);
     if (timeout <= Duration::zero()) return failed(core, -ETIMEDOUT);
   }
-  int32_t result = call.ring(deadline_for(timeout), [&](io_uring_sqe* sqe) {
-    io_uring_prep_send(sqe, core->fd, data, static_cast<unsigned>(size), MSG_NOSIGNAL);
-  });
+  IoOp op;
+  op.kind = OpKind::send;
+  op.fd = core->fd;
+  op.buffer = const_cast<void*>(data);
+  op.length = static_cast<uint32_t>(size);
+  op.flags = MSG_NOSIGNAL;
+  int32_t result = call.io(deadline_for(timeout), op);
   return result < 0 ? failed(core, result) : result;
 }
 
 bool connect_to(SocketCore* core, Call& call, const SocketAddress& address, int64_t deadline) {
-  int32_t result = call.ring(deadline, [&](io_uring_sqe* sqe) {
-    io_uring_prep_connect(sqe, core->fd, address.get(), address.length);
-  });
+  IoOp op;
+  op.kind = OpKind::connect;
+  op.fd = core->fd;
+  op.address = address.get();
+  op.address_length = address.length;
+  int32_t result = call.io(deadline, op);
   if (result < 0) {
     failed(core, result);
     return false;
@@ -630,9 +630,10 @@ std::optional<Socket> Socket::accept(Duration timeout) {
     fd = ::accept4(core->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) fd = (errno == EAGAIN || errno == EWOULDBLOCK) ? -ETIMEDOUT : -errno;
   } else {
-    fd = call.ring(detail::deadline_for(timeout), [&](io_uring_sqe* sqe) {
-      io_uring_prep_accept(sqe, core->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    });
+    detail::IoOp op;
+    op.kind = detail::OpKind::accept;
+    op.fd = core->fd;
+    fd = call.io(detail::deadline_for(timeout), op);
   }
   if (fd < 0) {
     detail::failed(core, fd);
@@ -821,9 +822,12 @@ ssize_t Socket::sendto(std::string_view host, uint16_t port, const void* data, s
   message.msg_namelen = address.length;
   message.msg_iov = &vector;
   message.msg_iovlen = 1;
-  int32_t result = call.ring(detail::deadline_for(core->write_timeout), [&](io_uring_sqe* sqe) {
-    io_uring_prep_sendmsg(sqe, core->fd, &message, MSG_NOSIGNAL);
-  });
+  detail::IoOp op;
+  op.kind = detail::OpKind::sendmsg;
+  op.fd = core->fd;
+  op.message = &message;
+  op.flags = MSG_NOSIGNAL;
+  int32_t result = call.io(detail::deadline_for(core->write_timeout), op);
   return result < 0 ? detail::failed(core, result) : result;
 }
 
@@ -843,10 +847,12 @@ ssize_t Socket::recvfrom(void* buffer, size_t size, std::string* host, uint16_t*
   // MSG_TRUNC: the result is the datagram's real length, so that a cut-short one is noticed.
   // (On a stream socket MSG_TRUNC would discard the data instead.)
   const bool datagram = detail::is_datagram(core);
-  int32_t result = call.ring(
-      detail::deadline_for(detail::pick(timeout, core->read_timeout)), [&](io_uring_sqe* sqe) {
-        io_uring_prep_recvmsg(sqe, core->fd, &message, datagram ? MSG_TRUNC : 0);
-      });
+  detail::IoOp op;
+  op.kind = detail::OpKind::recvmsg;
+  op.fd = core->fd;
+  op.message = &message;
+  op.flags = datagram ? MSG_TRUNC : 0;
+  int32_t result = call.io(detail::deadline_for(detail::pick(timeout, core->read_timeout)), op);
   if (result < 0) return detail::failed(core, result);
   uint16_t from_port = 0;
   std::string from_host = message.msg_namelen > 0

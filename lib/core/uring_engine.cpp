@@ -1,5 +1,7 @@
-#include "core/engine.hpp"
+#include "core/uring_engine.hpp"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <time.h>
 
 #include <algorithm>
@@ -52,6 +54,7 @@ constexpr Opcode kOpcodes[] = {
     {IORING_OP_OPENAT, "IORING_OP_OPENAT"},
     {IORING_OP_CLOSE, "IORING_OP_CLOSE"},
     {IORING_OP_ASYNC_CANCEL, "IORING_OP_ASYNC_CANCEL"},
+    {IORING_OP_POLL_ADD, "IORING_OP_POLL_ADD"},
 };
 
 std::atomic<uint32_t> g_hidden_features{0};
@@ -87,19 +90,19 @@ bool transient(int error) noexcept {
 
 }  // namespace
 
-void Engine::hide_for_test(uint32_t features, int opcode) noexcept {
+void UringEngine::hide_for_test(uint32_t features, int opcode) noexcept {
   g_hidden_features.store(features, std::memory_order_relaxed);
   g_hidden_opcode.store(opcode, std::memory_order_relaxed);
 }
 
-Engine::~Engine() {
+UringEngine::~UringEngine() {
   if (initialized_) io_uring_queue_exit(&ring_);
 }
 
-int Engine::init(unsigned entries) {
+int UringEngine::init(const RunOptions& options) {
   // The kernel's limits (IORING_MAX_ENTRIES, and twice that for the completion queue): larger
   // requests are clamped, and entries * 4 must not overflow.
-  entries = std::min(entries, 32768u);
+  unsigned entries = std::min(options.ring_entries, 32768u);
   int error = -EINVAL;
   for (unsigned flags : kFlagSets) {
     io_uring_params params{};
@@ -115,7 +118,10 @@ int Engine::init(unsigned entries) {
     // io_uring, EPERM: disabled by sysctl or seccomp, ENOMEM: locked memory) no flag can fix.
     if (error != -EINVAL) break;
   }
-  if (!initialized_) return error;
+  if (!initialized_) {
+    why_ = std::string("io_uring_setup: ") + std::strerror(-error);
+    return error;
+  }
   fork_generation_ = fork_generation();
   if (!check_kernel()) {
     io_uring_queue_exit(&ring_);
@@ -130,12 +136,12 @@ int Engine::init(unsigned entries) {
   return 0;
 }
 
-bool Engine::check_kernel() {
-  missing_.clear();
+bool UringEngine::check_kernel() {
+  std::string missing;
   uint32_t features = ring_.features & ~g_hidden_features.load(std::memory_order_relaxed);
   for (const Feature& feature : kFeatures) {
     if (!(features & feature.bit))
-      missing_ += missing_.empty() ? feature.name : std::string(", ") + feature.name;
+      missing += missing.empty() ? feature.name : std::string(", ") + feature.name;
   }
   io_uring_probe* probe = io_uring_get_probe_ring(&ring_);
   int hidden = g_hidden_opcode.load(std::memory_order_relaxed);
@@ -143,13 +149,13 @@ bool Engine::check_kernel() {
     return probe != nullptr && op != hidden && io_uring_opcode_supported(probe, op);
   };
   if (probe == nullptr) {
-    missing_ += missing_.empty() ? "" : ", ";
-    missing_ += "IORING_REGISTER_PROBE (Linux 5.6)";
+    missing += missing.empty() ? "" : ", ";
+    missing += "IORING_REGISTER_PROBE (Linux 5.6)";
   } else {
     for (const Opcode& opcode : kOpcodes) {
       if (!supported(opcode.op)) {
-        missing_ += missing_.empty() ? "" : ", ";
-        missing_ += opcode.name;
+        missing += missing.empty() ? "" : ", ";
+        missing += opcode.name;
       }
     }
   }
@@ -157,10 +163,11 @@ bool Engine::check_kernel() {
   // IORING_OP_SOCKET, the one of the three a probe can see.
   poll_first_supported_ = supported(IORING_OP_SOCKET);
   if (probe != nullptr) io_uring_free_probe(probe);
-  return missing_.empty();
+  if (!missing.empty()) why_ = "the kernel's io_uring lacks " + missing;
+  return missing.empty();
 }
 
-io_uring_sqe* Engine::get_sqe() {
+io_uring_sqe* UringEngine::get_sqe() {
   if (failure_ != 0 || fork_generation_ != fork_generation()) [[unlikely]]
     return nullptr;
   for (int attempt = 0;; ++attempt) {
@@ -181,7 +188,7 @@ io_uring_sqe* Engine::get_sqe() {
   }
 }
 
-void Engine::submit_and_wait(int64_t timeout_ns) {
+void UringEngine::submit_and_wait(int64_t timeout_ns) {
   if (failure_ != 0) return;
   int result;
   if (timeout_ns == 0) {
@@ -208,7 +215,7 @@ void Engine::submit_and_wait(int64_t timeout_ns) {
   submit_failed(-result);
 }
 
-void Engine::submit_failed(int error) {
+void UringEngine::submit_failed(int error) {
   int64_t now = now_ns();
   ++failures_;
   if (failing_since_ns_ < 0) {
@@ -230,7 +237,7 @@ void Engine::submit_failed(int error) {
   backoff_ns_ = std::min<int64_t>(backoff_ns_ * 2, 100'000'000);
 }
 
-void Engine::give_up(int error) {
+void UringEngine::give_up(int error) {
   failure_ = error;
   // What the kernel never took, it will never complete: complete it here. (The SQ array maps
   // slot i to sqes[i & mask], as liburing sets it up.)
@@ -242,8 +249,10 @@ void Engine::give_up(int error) {
     --inflight_;
     uint64_t data = sqe->user_data;
     if (data == 0 || data == LIBURING_UDATA_TIMEOUT) continue;
-    auto* completion = reinterpret_cast<Completion*>(static_cast<uintptr_t>(data));
-    completion->complete(completion, -error, 0);
+    auto* op = reinterpret_cast<IoOp*>(static_cast<uintptr_t>(data));
+    op->result = -error;
+    op->more = false;
+    op->on_complete(op);
     ++failed;
   }
   ring_.sq.sqe_head = ring_.sq.sqe_tail = head;
@@ -255,12 +264,77 @@ void Engine::give_up(int error) {
              std::strerror(error), failed, inflight_);
 }
 
-unsigned Engine::reap() {
+bool UringEngine::start(IoOp& op) {
+  io_uring_sqe* sqe = get_sqe();
+  if (sqe == nullptr) {  // unusable, or a forked child's copy: fail at once
+    op.result = -(failure_ != 0 ? failure_ : EPERM);
+    return true;
+  }
+  void* buffer = op.buffer;
+  switch (op.kind) {
+    case OpKind::recv:
+      io_uring_prep_recv(sqe, op.fd, buffer, op.length, op.flags);
+      // The last recv emptied the socket: in request/response traffic the next one finds
+      // nothing yet, so the kernel waits for data before trying instead of failing a try first.
+      if (op.likely_waits && poll_first_supported_) sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+      break;
+    case OpKind::send:
+      io_uring_prep_send(sqe, op.fd, buffer, op.length, op.flags);
+      break;
+    case OpKind::recvmsg:
+      io_uring_prep_recvmsg(sqe, op.fd, op.message, static_cast<unsigned>(op.flags));
+      break;
+    case OpKind::sendmsg:
+      io_uring_prep_sendmsg(sqe, op.fd, op.message, static_cast<unsigned>(op.flags));
+      break;
+    case OpKind::accept:
+      io_uring_prep_accept(sqe, op.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      break;
+    case OpKind::connect:
+      io_uring_prep_connect(sqe, op.fd, op.address, op.address_length);
+      break;
+    case OpKind::read:
+      io_uring_prep_read(sqe, op.fd, buffer, op.length, static_cast<uint64_t>(-1));
+      break;
+    case OpKind::poll:
+      io_uring_prep_poll_add(sqe, op.fd, static_cast<unsigned>(op.flags));
+      break;
+    case OpKind::file_read:
+      io_uring_prep_read(sqe, op.fd, buffer, op.length, static_cast<uint64_t>(op.offset));
+      break;
+    case OpKind::file_write:
+      // offset -1: the file position (an O_APPEND file appends there)
+      io_uring_prep_write(sqe, op.fd, buffer, op.length, static_cast<uint64_t>(op.offset));
+      break;
+    case OpKind::file_open:
+      io_uring_prep_openat(sqe, AT_FDCWD, op.path, op.flags, op.mode);
+      break;
+  }
+  io_uring_sqe_set_data(sqe, &op);
+  return false;
+}
+
+void UringEngine::cancel(IoOp& op) noexcept {
+  io_uring_sqe* sqe = get_sqe();
+  // Null only once the ring is unusable: the operation then either failed already (it never
+  // reached the kernel) or is abandoned with its coroutine (see Scheduler::loop).
+  if (sqe == nullptr) return;
+  io_uring_prep_cancel64(sqe, reinterpret_cast<uint64_t>(&op), 0);
+  io_uring_sqe_set_data64(sqe, 0);  // nobody waits for the cancellation's own CQE
+}
+
+void UringEngine::wait(int64_t timeout_ns) {
+  if (failure_ != 0) return;
+  submit_and_wait(timeout_ns);
+  reap();
+}
+
+unsigned UringEngine::reap() {
   // Completions are copied out and the queue advanced before any is dispatched: a completion
   // handler may reach get_sqe(), which may reap (a full queue), and that nested reap must not
   // see, and dispatch again, what this one has already taken.
   struct Done {
-    Completion* completion;
+    IoOp* op;
     int32_t result;
     uint32_t flags;
   };
@@ -281,8 +355,7 @@ unsigned Engine::reap() {
       if (data != LIBURING_UDATA_TIMEOUT) {
         if (!(flags & IORING_CQE_F_MORE)) --inflight_;
         if (data != 0) {
-          batch[taken++] = {reinterpret_cast<Completion*>(static_cast<uintptr_t>(data)), cqe->res,
-                            flags};
+          batch[taken++] = {reinterpret_cast<IoOp*>(static_cast<uintptr_t>(data)), cqe->res, flags};
         }
       }
       if (count == kBatch) break;
@@ -291,7 +364,10 @@ unsigned Engine::reap() {
     io_uring_cq_advance(&ring_, count);
     total += count;
     for (unsigned i = 0; i < taken; ++i) {
-      batch[i].completion->complete(batch[i].completion, batch[i].result, batch[i].flags);
+      IoOp* op = batch[i].op;
+      op->result = batch[i].result;
+      op->more = (batch[i].flags & IORING_CQE_F_SOCK_NONEMPTY) != 0;
+      op->on_complete(op);
     }
     if (count < kBatch) return total;
   }
