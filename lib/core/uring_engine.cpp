@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -160,8 +161,11 @@ bool UringEngine::check_kernel() {
     }
   }
   // IORING_RECVSEND_POLL_FIRST and IORING_CQE_F_SOCK_NONEMPTY came with Linux 5.19, like
-  // IORING_OP_SOCKET, the one of the three a probe can see.
-  poll_first_supported_ = supported(IORING_OP_SOCKET);
+  // IORING_OP_SOCKET, the one of the three a probe can see. CORING_POLL_FIRST=0: never (for
+  // measurements, see the design note in the header).
+  const char* poll_first = std::getenv("CORING_POLL_FIRST");
+  poll_first_supported_ =
+      supported(IORING_OP_SOCKET) && (poll_first == nullptr || std::strcmp(poll_first, "0") != 0);
   if (probe != nullptr) io_uring_free_probe(probe);
   if (!missing.empty()) why_ = "the kernel's io_uring lacks " + missing;
   return missing.empty();
