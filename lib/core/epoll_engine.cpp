@@ -137,19 +137,34 @@ bool EpollEngine::start(IoOp& op) {
       return true;
     }
   }
-  if (!d.registered) {
-    epoll_event event{};
-    event.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-    event.data.fd = op.fd;
-    if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, op.fd, &event) != 0 && errno != EEXIST) {
-      op.result = -errno;  // EPERM: a regular file, which is always ready (it never got here)
+  if (!d.registered || (!reader && !d.watching_output)) {
+    if (int error = watch(op.fd, d, !reader || d.writer != nullptr); error != 0) {
+      op.result = error;  // EPERM: a regular file, which is always ready (it never got here)
       return true;
     }
-    d.registered = true;
   }
   (reader ? d.reader : d.writer) = &op;
   ++inflight_;
   return false;
+}
+
+int EpollEngine::watch(int fd, Descriptor& d, bool output) noexcept {
+  epoll_event event{};
+  event.events = EPOLLIN | EPOLLRDHUP | EPOLLET | (output ? EPOLLOUT : 0u);
+  event.data.fd = fd;
+  int how = d.registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+  if (::epoll_ctl(epoll_fd_, how, fd, &event) != 0) {
+    // Registered by a descriptor this table forgot about (a number closed behind our back and
+    // reused): take the registration over.
+    if (how == EPOLL_CTL_ADD && errno == EEXIST) {
+      if (::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &event) != 0) return -errno;
+    } else {
+      return -errno;
+    }
+  }
+  d.registered = true;
+  d.watching_output = output;
+  return 0;
 }
 
 void EpollEngine::complete(IoOp& op, int32_t result) noexcept {
@@ -167,6 +182,7 @@ void EpollEngine::cancel(IoOp& op) noexcept {
     d.reader = nullptr;
   } else if (d.writer == &op) {
     d.writer = nullptr;
+    if (d.watching_output) watch(op.fd, d, false);
   } else {
     return;  // not waiting: it has completed already
   }
@@ -184,15 +200,16 @@ void EpollEngine::retry(int fd, bool reader, uint32_t events) {
   learn(d, *op, result);
   if (result == -EAGAIN) return;  // not ready after all: wait for the next event
   (reader ? d.reader : d.writer) = nullptr;
+  if (!reader && d.watching_output) watch(fd, d, false);  // no writer waits any more
   // on_complete may start other operations (and grow descriptors_): d is not used after it.
   complete(*op, result);
 }
 
 void EpollEngine::wait(int64_t timeout_ns) {
   if (failure_ != 0 || forked()) return;
+  if (next_event_ < event_count_) return;  // collected events come first
   if (timeout_ns == 0 && inflight_ == 0) return;
-  constexpr int kBatch = 256;
-  epoll_event events[kBatch];
+  epoll_event* events = events_;
   int count = 0;
 #ifdef SYS_epoll_pwait2
   if (has_pwait2_) {
@@ -216,19 +233,29 @@ void EpollEngine::wait(int64_t timeout_ns) {
     count = ::epoll_wait(epoll_fd_, events, kBatch, timeout_ms);
   }
   if (count < 0) {
-    if (errno == EINTR) return;
+    if (errno == EINTR) {
+      event_count_ = next_event_ = 0;
+      return;
+    }
     failure_ = errno;
     log_format(LogLevel::error, "epoll_wait failed: %s; the engine is unusable",
                std::strerror(failure_));
     return;
   }
-  for (int i = 0; i < count; ++i) {
-    int fd = events[i].data.fd;
-    uint32_t happened = events[i].events;
-    if (fd < 0 || static_cast<size_t>(fd) >= descriptors_.size()) continue;
+  event_count_ = count;
+  next_event_ = 0;
+}
+
+bool EpollEngine::dispatch_one() {
+  if (next_event_ >= event_count_) return false;
+  const epoll_event& event = events_[next_event_++];
+  int fd = event.data.fd;
+  uint32_t happened = event.events;
+  if (fd >= 0 && static_cast<size_t>(fd) < descriptors_.size()) {
     if (happened & kReadEvents) retry(fd, true, happened);
     if (happened & kWriteEvents) retry(fd, false, happened);
   }
+  return true;
 }
 
 void EpollEngine::forget(int fd) noexcept {

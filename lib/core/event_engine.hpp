@@ -19,7 +19,11 @@
 //   not dropped). This is the rule that makes Socket::close() and coring::cancel() safe: the
 //   coroutine always sees its operation's completion before its frame can go away.
 // - wait(timeout): wait up to timeout_ns for completions (negative: no limit; 0: only collect
-//   what is there, without blocking when nothing is in flight) and dispatch them.
+//   what is there, without blocking when nothing is in flight) and dispatch them, or leave them
+//   for dispatch_one(), which dispatches one at a time so that the scheduler can run the
+//   coroutine each one woke before the next (the epoll engine: the socket a coroutine just read
+//   from is still in the cache when it writes the answer). wait() does not collect more while
+//   collected ones are left.
 // - inflight(): how many started operations have not completed: while it is not zero, the
 //   scheduler does not declare a deadlock.
 // - forget(fd): the descriptor is about to be closed; every operation on it has completed.
@@ -98,6 +102,9 @@ class EventEngine {
   virtual bool start(IoOp& op) = 0;
   virtual void cancel(IoOp& op) noexcept = 0;
   virtual void wait(int64_t timeout_ns) = 0;
+  // Dispatches one collected event; false when none is left (always, for an engine whose
+  // wait() dispatches everything).
+  virtual bool dispatch_one() { return false; }
   virtual size_t inflight() const noexcept = 0;
   virtual void forget(int fd) noexcept = 0;
   virtual int failure() const noexcept = 0;

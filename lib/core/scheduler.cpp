@@ -311,6 +311,10 @@ bool Scheduler::cancel(Coroutine* c) {
 
 void Scheduler::loop() {
   for (;;) {
+    // Events an engine collected but left to dispatch one at a time: each, then the coroutines
+    // it woke, then the next (see EventEngine::dispatch_one).
+    while (ready_head_ == nullptr && engine_->dispatch_one()) {
+    }
     if (ready_head_ != nullptr) {
       budget_ = kSwitchBudget;
       hub_.state = State::suspended;
@@ -361,6 +365,12 @@ void Scheduler::poll(bool may_block) {
     }
   }
   if (engine_->failure() == 0) {
+    // Events still collected go first, all of them: a coroutine that keeps the ready queue
+    // busy (a yield loop) must not starve them, and wait() collects nothing new while they
+    // are left.
+    while (engine_->dispatch_one()) {
+    }
+    if (ready_head_ != nullptr) timeout_ns = 0;  // they woke someone: do not block
     engine_->wait(timeout_ns);
   } else {
     inbox_->wait_without_ring(timeout_ns);
