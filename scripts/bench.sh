@@ -27,7 +27,9 @@
 # options (release, no LTO) and installed into a private prefix, and the measured programs
 # compiled with `g++ -O2` against it through pkg-config, linked to the shared library. That is
 # the "coring" column, the one ratios and goals use; the "static LTO" column beside it is the
-# same program linked statically to an LTO build (BUILD_DIR).
+# same program linked statically to an LTO build (BUILD_DIR). The "coring" column runs the
+# io_uring engine (CORING_ENGINE=io_uring); the "epoll engine" column beside it is the same
+# shared-library program with CORING_ENGINE=epoll, for the micro figures and the echo server.
 #
 # Method: each measured program runs alone, pinned to BENCH_CPU, under timeout(1). Within a
 # round the programs of a section alternate between coring and its peers, in reverse order on
@@ -81,7 +83,7 @@ build_all() {
     meson setup "$BUILD_DIR" "${options[@]}" >"$log" 2>&1
   fi || { tail -40 "$log"; return 1; }
   local targets=(bench/coring_bench bench/scale_bench bench/peers/context_peer
-    bench/peers/echo_load bench/peers/epoll_echo samples/echo_server)
+    bench/peers/echo_load bench/peers/epoll_echo bench/peers/uring_echo samples/echo_server)
   if grep -q 'bench/peers/fiber_peer' "$BUILD_DIR/build.ninja"; then
     targets+=(bench/peers/fiber_peer)
   else
@@ -135,9 +137,13 @@ build_shared() {
 # Section "micro": switch, create, channel (Google Benchmark for coring; fixed counts for peers)
 
 micro_prepare() {
-  bench_queue micro coring-micro 300 "$BENCH_CPU" "$bin/shared/coring_bench" --results \
+  bench_queue micro coring-micro 300 "$BENCH_CPU" env CORING_ENGINE=io_uring \
+    "$bin/shared/coring_bench" --results --benchmark_min_time="$MIN_TIME" --benchmark_color=false
+  bench_queue micro coring-micro-epoll 300 "$BENCH_CPU" env CORING_ENGINE=epoll \
+    CORING_BENCH_IMPL=coring-epoll "$bin/shared/coring_bench" --results \
     --benchmark_min_time="$MIN_TIME" --benchmark_color=false
-  bench_queue micro coring-micro-lto 300 "$BENCH_CPU" env CORING_BENCH_IMPL=coring-lto \
+  bench_queue micro coring-micro-lto 300 "$BENCH_CPU" env CORING_ENGINE=io_uring \
+    CORING_BENCH_IMPL=coring-lto \
     "$bin/coring_bench" --results --benchmark_min_time="$MIN_TIME" --benchmark_color=false
   bench_queue micro fcontext 120 "$BENCH_CPU" "$bin/peers/context_peer"
   [[ -x $bin/peers/fiber_peer ]] &&
@@ -244,7 +250,7 @@ scale_rows() {
 # percent on this VM) or on the other CPU ("split": two busy vCPUs lose ~30% of their time to
 # the host here, so it swings widely). The goal is judged on "single".
 
-echo_servers=(coring go epoll)
+echo_servers=(coring coring-epoll go epoll uring)
 
 # echo_measure IMPL CONNS SIZE MODE PORT: one run; records round trips/s and the server's CPU
 # time per round trip.
@@ -255,9 +261,11 @@ echo_measure() {
   local log="$BENCH_OUT/logs/r$BENCH_ROUND.echo-$impl-${conns}x$size-$mode"
   local server=()
   case $impl in
-    coring) server=("$bin/shared/echo_server" --port "$port") ;;
+    coring) server=(env CORING_ENGINE=io_uring "$bin/shared/echo_server" --port "$port") ;;
+    coring-epoll) server=(env CORING_ENGINE=epoll "$bin/shared/echo_server" --port "$port") ;;
     go) server=(env GOMAXPROCS=1 "$bin/peers/go_echo_server" -port "$port") ;;
     epoll) server=("$bin/peers/epoll_echo" --port "$port") ;;
+    uring) server=("$bin/peers/uring_echo" --port "$port") ;;
   esac
   [[ -x ${server[0]} || ${server[0]} == env ]] || return 0
   timeout -k 5 $((ECHO_SECS + 60)) taskset -c "$BENCH_CPU" "${server[@]}" </dev/null \
@@ -311,7 +319,7 @@ echo_round() {
 }
 
 echo_rows() {
-  local config conns size figure
+  local config conns size figure cpu_goal cpu_text
   for config in $ECHO_CONFIGS; do
     conns=${config%x*}
     size=${config#*x}
@@ -320,6 +328,12 @@ echo_rows() {
       "go:echo_${config}_single" of "ratio>=1.5" "≥ 1.5x Go"
     bench_row "$figure" "coring:echo_${config}_single" "epoll server in C, no runtime (floor)" \
       "epoll:echo_${config}_single" of - "(info)"
+    bench_row "$figure" "coring:echo_${config}_single" "coring, epoll engine" \
+      "coring-epoll:echo_${config}_single" of "ratio>=1" "io_uring ≥ epoll"
+    figure="TCP echo, $conns conns × $size B, epoll engine, round trips/s, one CPU"
+    bench_row "$figure" "coring-epoll:echo_${config}_single" \
+      "epoll server in C, no runtime (floor)" "epoll:echo_${config}_single" of "ratio>=0.95" \
+      "within 5% of the floor"
     figure="TCP echo, $conns conns × $size B, round trips/s, server CPU 0, client CPU 1"
     bench_row "$figure" "coring:echo_${config}_split" "Go net.Conn server" \
       "go:echo_${config}_split" of - "(info)"
@@ -328,6 +342,15 @@ echo_rows() {
     figure="TCP echo, $conns conns × $size B, server CPU per round trip (single CPU), us"
     bench_row "$figure" "coring:echo_cpu_${config}_single" "Go net.Conn server" \
       "go:echo_cpu_${config}_single" faster - "(info)"
+    # 1000 connections: the ring's batching should beat one system call per operation.
+    cpu_goal=- cpu_text="(info)"
+    if ((conns >= 1000)); then cpu_goal="ratio>=1.176" cpu_text="io_uring ≥ 15% less CPU"; fi
+    bench_row "$figure" "coring:echo_cpu_${config}_single" "epoll server in C, no runtime (floor)" \
+      "epoll:echo_cpu_${config}_single" faster "$cpu_goal" "$cpu_text"
+    # What the best use of io_uring costs with no runtime at all: the bound on that goal.
+    bench_row "$figure" "uring:echo_cpu_${config}_single" \
+      "epoll server in C, no runtime (floor)" "epoll:echo_cpu_${config}_single" faster - \
+      "(info: io_uring in C, multishot recv, no runtime)"
   done
 }
 

@@ -137,15 +137,16 @@ bench_cell() {
 }
 
 bench_table_header() {
-  echo "| figure | coring | coring, static LTO | peer | peer value | ratio | goal | met? |"
-  echo "| --- | ---: | ---: | --- | ---: | ---: | --- | :---: |"
+  echo "| figure | coring | epoll engine | static LTO | peer | peer value | ratio | goal | met? |"
+  echo "| --- | ---: | ---: | ---: | --- | ---: | ---: | --- | :---: |"
 }
 
 # bench_row FIGURE CORING_KEY PEER_NAME PEER_KEY RATIO CHECKS GOAL_TEXT [NOTE_KEY NOTE_SUFFIX]
 #   FIGURE       what is measured, with its unit; shown only when it differs from the row
 #                above (the rows of one figure against several peers)
-#   CORING_KEY   coring's figure, e.g. coring:yield_rt ("-": none); the static LTO column shows
-#                the same figure of implementation coring-lto, when there is one
+#   CORING_KEY   coring's figure, e.g. coring:yield_rt ("-": none); the epoll engine and static
+#                LTO columns show the same figure of implementations coring-epoll and coring-lto,
+#                when there is one
 #   PEER_NAME    the peer as the table shows it ("-": none)
 #   PEER_KEY     the peer's figure, e.g. go:yield_rt ("-": none)
 #   RATIO        faster: peer / coring, shown "3.1x faster"; of: coring / peer, shown "1.4x";
@@ -162,8 +163,11 @@ bench_row() {
   local coring_cell peer_cell ratio_cell met lto_cell=""
   coring_cell="" peer_cell=""
   [[ $coring_key != - ]] && coring_cell=$(bench_cell "$coring_key")
-  local lto_key=${coring_key/#coring:/coring-lto:}
-  [[ $coring_key != - && -n ${BENCH_MED[$lto_key]:-} ]] && lto_cell=$(bench_cell "$lto_key")
+  local lto_key=${coring_key/#coring:/coring-lto:} epoll_key=${coring_key/#coring:/coring-epoll:}
+  local epoll_cell=""
+  [[ $coring_key == coring:* && -n ${BENCH_MED[$lto_key]:-} ]] && lto_cell=$(bench_cell "$lto_key")
+  [[ $coring_key == coring:* && -n ${BENCH_MED[$epoll_key]:-} ]] &&
+    epoll_cell=$(bench_cell "$epoll_key")
   [[ $peer_key != - ]] && peer_cell=$(bench_cell "$peer_key")
   if [[ -n $note_key && -n ${BENCH_MED[$note_key]:-} ]]; then
     peer_cell+="; $(bench_num "${BENCH_MED[$note_key]}")$note_suffix"
@@ -202,6 +206,6 @@ bench_row() {
   local shown=$figure
   [[ $figure == "$BENCH_LAST_FIGURE" ]] && shown=""
   BENCH_LAST_FIGURE=$figure
-  printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$shown" "$coring_cell" "$lto_cell" \
-    "$peer_name" "$peer_cell" "$ratio_cell" "$goal" "$met"
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$shown" "$coring_cell" "$epoll_cell" \
+    "$lto_cell" "$peer_name" "$peer_cell" "$ratio_cell" "$goal" "$met"
 }
