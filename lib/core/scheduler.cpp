@@ -106,6 +106,11 @@ Scheduler::Scheduler(const RunOptions& options)
 
 Scheduler::~Scheduler() = default;
 
+SignalWatch& Scheduler::signals() {
+  if (signals_ == nullptr) signals_ = std::make_unique<SignalWatch>();
+  return *signals_;
+}
+
 long Scheduler::next_coroutine_id() noexcept {
   if (next_id_ == id_end_) [[unlikely]] {
     long block = g_next_id_block.fetch_add(1, std::memory_order_relaxed);
@@ -145,6 +150,7 @@ int Scheduler::run(const CallableOps& ops, void* fn) {
     Scheduler* scheduler;
     ~Installed() {
       scheduler->inbox_->close();
+      scheduler->signals_.reset();  // gives back the signals this container owned
       tls_scheduler = nullptr;
       scheduler->remove_signal_stack();
     }
@@ -323,8 +329,8 @@ void Scheduler::loop() {
         // The switch budget ran out with work still queued: look at the ring and the clock
         // without blocking, then go on.
         poll(false);
-        continue;
       }
+      continue;  // the next collected event, if the engine has one left
     }
     // The ring may have given up anywhere (a coroutine's get_sqe(), a timer's cancellation, or
     // poll()): the coroutines it leaves holding operations are abandoned here, once.
