@@ -19,6 +19,21 @@
 // - read_file() returns an empty optional and write_file() false with last_error() set to the
 //   errno of the failing step (ENOENT, EACCES, EISDIR, ENOSPC...). Outside a coroutine they use
 //   plain blocking syscalls.
+//
+// wait_signal(signo, timeout) (Swoole's System::waitSignal) suspends the calling coroutine until
+// the process receives signo; the container's other coroutines run meanwhile. From the first
+// wait_signal(signo) until the container ends, signo belongs to coring: its handler counts the
+// signal and wakes the waiters through the event engine, so the signal no longer has its
+// previous effect (a SIGTERM no longer ends the process), and one that comes while no coroutine
+// waits is kept for the next wait_signal(signo) (one at most, as the kernel keeps one). When the
+// container ends, the previous disposition comes back. Every coroutine that waits for signo
+// when it comes is woken, in every container (thread) that waits for it. A thread that blocks
+// signo in its signal mask never runs the handler; the kernel gives the signal to another.
+// - false with last_error(): ETIMEDOUT when the timeout passes (zero or less: only a signal
+//   already kept counts), ECANCELED for cancel(cid) or while the coroutine is being unwound,
+//   EINVAL for a number that is not a signal or one that cannot be waited for (SIGKILL,
+//   SIGSTOP, and the faults SIGSEGV, SIGBUS, SIGILL, SIGFPE), EPERM outside a coroutine, EMFILE
+//   when 64 containers watch signals at once.
 #pragma once
 
 #include <sys/socket.h>
@@ -50,6 +65,9 @@ std::invoke_result_t<F&> offload(F&& fn);
 
 std::optional<std::string> read_file(const std::string& path);
 bool write_file(const std::string& path, std::string_view data, bool append = false);
+
+// Waits for signal signo; true when it came (see above).
+bool wait_signal(int signo, Duration timeout = kForever);
 
 namespace detail {
 

@@ -4,6 +4,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdarg>
 #include <cstdio>
@@ -168,6 +169,30 @@ void log_format(LogLevel level, const char* format, ...) {
   va_end(arguments);
   long_message.pop_back();
   log(level, long_message);
+}
+
+void RateLimitedLog::log(LogLevel level, const char* format, ...) {
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  int64_t now_ns = int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
+  if (last_ns_ != INT64_MIN && now_ns - last_ns_ < 1'000'000'000) {
+    ++suppressed_;
+    return;
+  }
+  last_ns_ = now_ns;
+  if (!log_enabled(level)) return;
+  char buffer[512];
+  va_list arguments;
+  va_start(arguments, format);
+  int length = std::vsnprintf(buffer, sizeof buffer, format, arguments);
+  va_end(arguments);
+  if (length < 0) return;
+  std::string message(buffer, std::min(static_cast<size_t>(length), sizeof buffer - 1));
+  if (suppressed_ > 0) {
+    message += " (" + std::to_string(suppressed_) + " more since the last report)";
+    suppressed_ = 0;
+  }
+  coring::log(level, message);
 }
 
 }  // namespace detail

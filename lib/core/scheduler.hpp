@@ -42,6 +42,7 @@
 #include "core/event_engine.hpp"
 #include "core/fork.hpp"
 #include "core/remote.hpp"
+#include "core/signal_watch.hpp"
 #include "core/stack_pool.hpp"
 #include "core/timer_heap.hpp"
 #include "coring/coroutine.hpp"
@@ -371,6 +372,8 @@ class Scheduler {
   const std::shared_ptr<RemoteInbox>& inbox() const noexcept {
     return inbox_;
   }
+  // wait_signal()'s state, made on first use; it goes when the container ends.
+  SignalWatch& signals();
 
  private:
   friend void coroutine_entry(transfer_t from);
@@ -471,6 +474,7 @@ class Scheduler {
 
   std::unique_ptr<EventEngine> engine_;  // set up by run()
   std::shared_ptr<RemoteInbox> inbox_ = std::make_shared<RemoteInbox>();
+  std::unique_ptr<SignalWatch> signals_;
   TimerHeap timers_;
   StackPool stacks_;
   CoroutineTable coroutines_;
