@@ -6,6 +6,8 @@
 #include "coring/common.hpp"
 #include "coring/coroutine.hpp"
 #include "coring/log.hpp"
+#include "coring/process.hpp"
+#include "coring/server.hpp"
 #include "coring/socket.hpp"
 #include "coring/sync.hpp"
 #include "coring/system.hpp"
