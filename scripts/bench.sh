@@ -6,11 +6,11 @@
 #
 #   scripts/bench.sh                      everything, 3 rounds (a few minutes)
 #   ROUNDS=1 scripts/bench.sh             a quick look
-#   SECTIONS=micro scripts/bench.sh       only some sections (micro, scale)
+#   SECTIONS=micro scripts/bench.sh       only some sections (micro, scale, echo, workers)
 #
 # Knobs (environment):
 #   ROUNDS [3]           rounds; every figure is the median over them
-#   SECTIONS [micro scale echo]
+#   SECTIONS [micro scale echo workers]
 #   BUILD_DIR [build-release]   the build directory (results go to BUILD_DIR/bench-results/)
 #   LTO [true]           -Db_lto for the static build (the second coring column) and the C++
 #                        peers; the first coring column is always the shared library
@@ -22,6 +22,7 @@
 #                        have one
 #   ECHO_SECS [2]        measured seconds per echo run (after 0.5 s of warm-up)
 #   ECHO_CONFIGS ["100x64 1000x64 100x512 1000x512"]   connections x message bytes
+#   WORKERS_SECS [4]     measured seconds per run of the workers section
 #
 # coring is measured as an embedding program gets it: the library built with the README's
 # options (release, no LTO) and installed into a private prefix, and the measured programs
@@ -53,7 +54,7 @@ root=$PWD
 source scripts/bench_lib.sh
 
 ROUNDS=${ROUNDS:-3}
-SECTIONS=${SECTIONS:-micro scale echo}
+SECTIONS=${SECTIONS:-micro scale echo workers}
 BUILD_DIR=${BUILD_DIR:-build-release}
 LTO=${LTO:-true}
 BENCH_CPU=${BENCH_CPU:-0}
@@ -83,7 +84,8 @@ build_all() {
     meson setup "$BUILD_DIR" "${options[@]}" >"$log" 2>&1
   fi || { tail -40 "$log"; return 1; }
   local targets=(bench/coring_bench bench/scale_bench bench/peers/context_peer
-    bench/peers/echo_load bench/peers/epoll_echo bench/peers/uring_echo samples/echo_server)
+    bench/peers/echo_load bench/peers/epoll_echo bench/peers/uring_echo bench/peers/churn_load
+    samples/echo_server)
   if grep -q 'bench/peers/fiber_peer' "$BUILD_DIR/build.ninja"; then
     targets+=(bench/peers/fiber_peer)
   else
@@ -125,7 +127,7 @@ build_shared() {
   flags=($(PKG_CONFIG_PATH=$pc_dir pkg-config --cflags --libs coring))
   mkdir -p "$bin/shared"
   local program
-  for program in bench/coring_bench bench/scale_bench samples/echo_server; do
+  for program in bench/coring_bench bench/scale_bench samples/echo_server samples/tcp_server; do
     local extra=()
     [[ $program == bench/coring_bench ]] && extra=(-lbenchmark -lpthread)
     g++ -O2 -std=c++20 -o "$bin/shared/$(basename "$program")" "$program.cpp" "${flags[@]}" \
@@ -361,6 +363,103 @@ echo_rows() {
       "epoll server in C, no runtime (floor)" "epoll:echo_cpu_${config}_single" faster - \
       "(info: io_uring in C, multishot recv, no runtime)"
   done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Section "workers": samples/tcp_server (coring::Server under coring::WorkerPool, shared-library
+# build) with several processes. Echo throughput with one worker and with two (echo_load, 100
+# connections x 64 B), and connection churn (bench/peers/churn_load: 4 threads connect, send a
+# line, read the echo, close) with two workers, once undisturbed and once while the master gets
+# SIGUSR1 five times (a graceful reload each): the dip a reload costs, and failed round trips
+# (goal: zero). Nothing is pinned: two workers need both CPUs, and the client shares them.
+
+WORKERS_SECS=${WORKERS_SECS:-4}
+
+# workers_start WORKERS PORT LOG: starts the server under timeout(1); sets workers_pid (the
+# timeout process) and workers_master (the server's master process).
+workers_start() {
+  local workers=$1 port=$2 log=$3 tries
+  timeout -k 5 $((WORKERS_SECS + 60)) "$bin/shared/tcp_server" --port "$port" \
+    --workers "$workers" </dev/null >"$log" 2>&1 &
+  workers_pid=$!
+  for ((tries = 0; tries < 50; tries++)); do
+    grep -q listening "$log" 2>/dev/null && break
+    sleep 0.1
+  done
+  workers_master=$(pgrep -P "$workers_pid" | head -1)
+}
+
+workers_stop() {
+  kill -TERM "$workers_master" 2>/dev/null
+  wait "$workers_pid" 2>/dev/null
+}
+
+workers_echo() {
+  local workers=$1 port=$2 log="$BENCH_OUT/logs/r$BENCH_ROUND.workers-echo-$1" output status
+  workers_start "$workers" "$port" "$log.server"
+  output=$(timeout -k 5 $((WORKERS_SECS + 40)) "$bin/peers/echo_load" --port "$port" \
+    --conns 100 --size 64 --warmup 0.5 --seconds "$WORKERS_SECS" </dev/null 2>"$log.client")
+  status=$?
+  workers_stop
+  echo "$output" >>"$log.client"
+  if ((status != 0)); then
+    bench_fail "workers echo --workers $workers: client exit $status: $(tail -c 200 "$log.client")"
+    return 0
+  fi
+  local rate
+  rate=$(sed -nE 's/.*round_trips_per_s=([0-9.]+).*/\1/p' <<<"$output")
+  [[ -n $rate ]] && bench_record coring "workers_echo_$workers" "$rate" "rt/s"
+  printf '  %-24s %s rt/s\n' "workers echo x$workers" "$rate" >&2
+}
+
+# workers_churn KIND PORT: KIND steady (no signal) or reload (five SIGUSR1 spread over the run).
+workers_churn() {
+  local kind=$1 port=$2 log="$BENCH_OUT/logs/r$BENCH_ROUND.workers-churn-$1" output signal=()
+  workers_start 2 "$port" "$log.server"
+  [[ $kind == reload ]] && signal=(--signal "$workers_master:$(kill -l USR1):5")
+  output=$(timeout -k 5 $((WORKERS_SECS + 40)) "$bin/peers/churn_load" --port "$port" \
+    --threads 4 --seconds "$WORKERS_SECS" "${signal[@]}" </dev/null 2>"$log.client")
+  workers_stop
+  echo "$output" >>"$log.client"
+  local rate failures
+  rate=$(sed -nE 's/.*per_s=([0-9.]+).*/\1/p' <<<"$output")
+  failures=$(sed -nE 's/.*failures=([0-9]+).*/\1/p' <<<"$output")
+  if [[ -z $rate || -z $failures ]]; then
+    bench_fail "workers churn $kind: no result: $(tail -c 200 "$log.client")"
+    return 0
+  fi
+  bench_record coring "workers_churn_$kind" "$rate" "conn/s"
+  bench_record coring "workers_churn_failures_$kind" "$failures" "count"
+  printf '  %-24s %s conn/s, %s failed\n' "workers churn $kind" "$rate" "$failures" >&2
+}
+
+workers_prepare() {
+  [[ -x $bin/shared/tcp_server && -x $bin/peers/churn_load ]] ||
+    bench_fail "workers: samples/tcp_server or churn_load was not built"
+}
+
+workers_round() {
+  [[ -x $bin/shared/tcp_server && -x $bin/peers/churn_load ]] || return 0
+  local port=$((24000 + BENCH_ROUND * 20)) step
+  local steps=("echo 1" "echo 2" "churn steady" "churn reload")
+  ((BENCH_ROUND % 2 == 0)) && steps=("churn reload" "churn steady" "echo 2" "echo 1")
+  for step in "${steps[@]}"; do
+    port=$((port + 1))
+    "workers_${step% *}" "${step#* }" "$port"
+  done
+}
+
+workers_rows() {
+  local figure="TCP echo through samples/tcp_server, 100 conns × 64 B, round trips/s, unpinned"
+  bench_row "$figure" coring:workers_echo_2 "the same, --workers 1" coring:workers_echo_1 of \
+    - "(info: 2 workers vs 1)"
+  figure="connection churn (connect, line, echo, close), --workers 2, connections/s"
+  bench_row "$figure" coring:workers_churn_reload "the same without reloads" \
+    coring:workers_churn_steady of - "(info: the dip of 5 reloads)"
+  bench_row "failed round trips during 5 reloads (max over rounds)" \
+    coring:workers_churn_failures_reload - - - "max<=0" "zero"
+  bench_row "failed round trips without reloads (max over rounds)" \
+    coring:workers_churn_failures_steady - - - "max<=0" "zero"
 }
 
 # ---------------------------------------------------------------------------------------------
