@@ -221,6 +221,11 @@ void ServerCore::stop_accepting() {
   if (listener && listener->is_open()) listener->close();
 }
 
+// One accept at a time, not io_uring's multishot accept: a multishot accept keeps taking
+// connections off the shared accept queue (WorkerPool) into this worker's own queue whether or
+// not a coroutine waits, and a worker that stops would have to serve or reset them. It would
+// save little: under connection churn the ring's part of accepting is under 0.5% of a worker's
+// time, do_accept itself 7% (README, "TCP server and worker processes").
 void ServerCore::accept_loop() {
   while (!stopping) {
     std::optional<Socket> accepted = listener->accept(kForever);
