@@ -5,6 +5,7 @@
 #include "coring/channel.hpp"
 #include "coring/common.hpp"
 #include "coring/coroutine.hpp"
+#include "coring/http.hpp"
 #include "coring/log.hpp"
 #include "coring/process.hpp"
 #include "coring/server.hpp"

@@ -86,6 +86,13 @@ struct ServerStats {
 };
 
 class ServerCore;
+class Server;
+
+namespace detail {
+// For protocols built on Server (HTTP): they count requests for WorkerPool's max_request
+// themselves, instead of one per connection.
+void set_counts_requests(Server& server, bool per_connection) noexcept;
+}  // namespace detail
 
 class Connection : public Socket {
  public:
@@ -125,6 +132,10 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   void handle(std::function<void(Connection&)> fn);
+  // Runs once, in the server's container, when the server stops accepting (shutdown(), or its
+  // WorkerPool worker being stopped): the place to close long-lived connections that would
+  // otherwise keep start() from returning. It must not throw.
+  void on_stop(std::function<void()> fn);
   bool start();
   void shutdown();
   uint16_t port() const;  // the bound port once listening (useful with port 0), else 0
@@ -133,6 +144,7 @@ class Server {
   std::string_view error_message() const noexcept;
 
  private:
+  friend void detail::set_counts_requests(Server& server, bool per_connection) noexcept;
   std::shared_ptr<ServerCore> core_;
 };
 

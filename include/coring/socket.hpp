@@ -110,6 +110,11 @@ class Socket {
   // (or 0 for recv_all at end of stream).
   ssize_t recv_all(void* buffer, size_t size, Duration timeout = kDefaultTimeout);
   ssize_t send_all(const void* data, size_t size, Duration timeout = kDefaultTimeout);
+  // Sends count bytes of an open file from offset, the kernel copying them (sendfile(2)); a
+  // stream socket only. Returns as send_all(); fewer bytes with error() 0 when the file ends
+  // first. A negative offset or a file_fd that sendfile cannot read: -1 with EINVAL or EBADF.
+  // (Reading a file that is not in the page cache blocks the thread, as in nginx.)
+  ssize_t sendfile(int file_fd, int64_t offset, size_t count, Duration timeout = kDefaultTimeout);
   // One packet framed by set_protocol(). The view points into the socket's own buffer and stays
   // valid until the next read call on this socket. An empty view means the peer closed between
   // packets; a close in the middle of a packet fails with ECONNRESET. Without framing, returns

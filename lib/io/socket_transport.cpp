@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -255,6 +257,47 @@ ssize_t Socket::send_all(const void* data, size_t size, Duration timeout) {
     ssize_t n = detail::transmit(core, call, in + sent, size - sent, detail::remaining(deadline));
     if (n < 0) return sent > 0 ? static_cast<ssize_t>(sent) : -1;
     sent += static_cast<size_t>(n);
+  }
+  return static_cast<ssize_t>(sent);
+}
+
+ssize_t Socket::sendfile(int file_fd, int64_t offset, size_t count, Duration timeout) {
+  SocketCore* const core = core_;
+  Call call(core, false);
+  if (!call.ok()) return -1;
+  if (!detail::size_fits(core, count)) return -1;
+  if (offset < 0) {
+    detail::set_error(core, EINVAL, "sendfile: a negative offset");
+    return -1;
+  }
+  int64_t deadline = detail::deadline_for(detail::pick(timeout, core->write_timeout));
+  off_t position = static_cast<off_t>(offset);
+  size_t sent = 0;
+  core->error = 0;
+  core->error_text = nullptr;
+  while (sent < count) {
+    ssize_t n =
+        ::sendfile(core->fd, file_fd, &position, std::min(count - sent, detail::kMaxTransfer));
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+      continue;
+    }
+    if (n == 0) break;  // the file is shorter than count
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) {
+      detail::failed(core, -errno);
+      return sent > 0 ? static_cast<ssize_t>(sent) : -1;
+    }
+    // The socket's buffer is full: wait until it drains (both engines can wait for POLLOUT).
+    detail::IoOp op;
+    op.kind = detail::OpKind::poll;
+    op.fd = core->fd;
+    op.flags = POLLOUT;
+    int32_t result = call.io(deadline, op);
+    if (result < 0) {
+      detail::failed(core, result);
+      return sent > 0 ? static_cast<ssize_t>(sent) : -1;
+    }
   }
   return static_cast<ssize_t>(sent);
 }

@@ -38,6 +38,8 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   int inherited_fd = -1;
   ServerOptions options;
   std::function<void(Connection&)> handler;
+  std::function<void()> on_stop;
+  bool counts_requests = true;  // one request per connection (see detail::set_counts_requests)
 
   State state = State::idle;
   bool stopping = false;  // shutdown() was called
@@ -216,9 +218,15 @@ bool ServerCore::open_listener() {
 }
 
 void ServerCore::stop_accepting() {
+  bool first = !stopping;
   stopping = true;
   // Wakes the acceptor (its accept() returns ECANCELED) and refuses new connections.
   if (listener && listener->is_open()) listener->close();
+  if (first && state == State::running && on_stop) {
+    // Moved out: it runs once, and whatever it holds is released when it has run.
+    std::function<void()> hook = std::move(on_stop);
+    hook();
+  }
 }
 
 // One accept at a time, not io_uring's multishot accept: a multishot accept keeps taking
@@ -291,7 +299,7 @@ void ServerCore::serve(Socket socket, long id) {
       ++server->stats.closed;
       detail::note_connection_closed();
       server->freed.push(char{1}, Duration::zero());  // full: a wake-up is pending already
-      detail::note_request();
+      if (server->counts_requests) detail::note_request();
       server->handlers.done();
     }
   } leave{this, id};
@@ -364,6 +372,14 @@ Server::~Server() {
 
 void Server::handle(std::function<void(Connection&)> fn) {
   core_->handler = std::move(fn);
+}
+
+void Server::on_stop(std::function<void()> fn) {
+  core_->on_stop = std::move(fn);
+}
+
+void detail::set_counts_requests(Server& server, bool per_connection) noexcept {
+  server.core_->counts_requests = per_connection;
 }
 
 bool Server::start() {

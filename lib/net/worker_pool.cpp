@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -240,6 +241,9 @@ int WorkerPool::listen(std::string_view host, uint16_t port, int backlog) {
                                     std::strerror(error_number));
   }
   ::freeaddrinfo(found);
+  // Accepted connections inherit it: every response goes out without Nagle's delay, as on a
+  // coring::Socket listener.
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
   sockaddr_storage bound{};
   socklen_t length = sizeof bound;
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &length);

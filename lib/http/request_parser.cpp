@@ -1,0 +1,168 @@
+#include "http/request_parser.hpp"
+
+namespace coring::http::detail {
+namespace {
+
+RequestParser* self(llhttp_t* parser) {
+  return static_cast<RequestParser*>(parser->data);
+}
+
+// The status for a request llhttp refused.
+int status_for(llhttp_errno_t error) {
+  switch (error) {
+    case HPE_INVALID_METHOD:
+      return 501;
+    case HPE_INVALID_VERSION:
+      return 505;
+    default:
+      return 400;
+  }
+}
+
+}  // namespace
+
+const llhttp_settings_t RequestParser::kSettings = [] {
+  llhttp_settings_t settings;
+  llhttp_settings_init(&settings);
+  settings.on_message_begin = &RequestParser::on_message_begin;
+  settings.on_url = &RequestParser::on_url;
+  settings.on_header_field = &RequestParser::on_header_field;
+  settings.on_header_value = &RequestParser::on_header_value;
+  settings.on_header_field_complete = &RequestParser::on_header_field_complete;
+  settings.on_headers_complete = &RequestParser::on_headers_complete;
+  settings.on_body = &RequestParser::on_body;
+  settings.on_message_complete = &RequestParser::on_message_complete;
+  return settings;
+}();
+
+RequestParser::RequestParser() {
+  llhttp_init(&parser_, HTTP_REQUEST, &kSettings);
+  parser_.data = this;
+}
+
+RequestParser::Event RequestParser::parse(const char* base, size_t from, size_t end,
+                                          size_t max_body, size_t* stopped) {
+  base_ = base;
+  max_body_ = max_body;
+  stopped_at_ = Event::need_more;
+  llhttp_errno_t result = llhttp_execute(&parser_, base + from, end - from);
+  if (result == HPE_OK) {
+    *stopped = end;
+    return Event::need_more;
+  }
+  const char* position = llhttp_get_error_pos(&parser_);
+  *stopped = position != nullptr ? static_cast<size_t>(position - base) : end;
+  if (result == HPE_PAUSED) return stopped_at_;
+  if (result == HPE_PAUSED_UPGRADE) {
+    // An Upgrade request is answered like any other (no protocol switch is offered); the
+    // connection closes after it, as the bytes after it belong to the other protocol.
+    return Event::message_complete;
+  }
+  error_reason_ = llhttp_get_error_reason(&parser_);
+  error_status_ = body_too_large_ ? 413 : status_for(result);
+  return Event::error;
+}
+
+void RequestParser::shift(uint32_t by) noexcept {
+  url.offset -= by;
+  for (HeaderSpan& header : headers) {
+    header.name.offset -= by;
+    header.value.offset -= by;
+  }
+  head_start -= by;
+}
+
+std::string_view RequestParser::method() const noexcept {
+  return llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
+}
+
+bool RequestParser::has_body() const noexcept {
+  return chunked() || ((parser_.flags & F_CONTENT_LENGTH) && parser_.content_length > 0);
+}
+
+void RequestParser::extend(Span& span, const char* at, size_t length) noexcept {
+  auto offset = static_cast<uint32_t>(at - base_);
+  if (span.length == 0) {
+    span.offset = offset;
+    span.length = static_cast<uint32_t>(length);
+  } else {
+    // The next piece of a field that a read split: the buffer keeps bytes in place between
+    // parses, so it follows the previous piece directly.
+    span.length = offset + static_cast<uint32_t>(length) - span.offset;
+  }
+}
+
+int RequestParser::on_message_begin(llhttp_t* parser) {
+  RequestParser* me = self(parser);
+  me->in_message_ = true;
+  me->head_done_ = false;
+  me->body_too_large_ = false;
+  me->field_done_ = false;
+  me->url = {};
+  me->headers.clear();
+  me->body.clear();
+  return 0;
+}
+
+int RequestParser::on_url(llhttp_t* parser, const char* at, size_t length) {
+  RequestParser* me = self(parser);
+  bool first = me->url.length == 0;
+  me->extend(me->url, at, length);
+  if (first) {
+    // The request line starts with the method and one space (strict mode allows no other).
+    size_t method_length = me->method().size() + 1;
+    me->head_start =
+        me->url.offset >= method_length ? me->url.offset - static_cast<uint32_t>(method_length) : 0;
+  }
+  return 0;
+}
+
+int RequestParser::on_header_field(llhttp_t* parser, const char* at, size_t length) {
+  RequestParser* me = self(parser);
+  if (me->headers.empty() || me->field_done_) {
+    me->headers.emplace_back();
+    me->field_done_ = false;
+  }
+  me->extend(me->headers.back().name, at, length);
+  return 0;
+}
+
+int RequestParser::on_header_value(llhttp_t* parser, const char* at, size_t length) {
+  RequestParser* me = self(parser);
+  if (me->headers.empty()) return 0;
+  me->extend(me->headers.back().value, at, length);
+  return 0;
+}
+
+int RequestParser::on_header_field_complete(llhttp_t* parser) {
+  // The next field piece starts a new header, even when this one's value is empty (llhttp
+  // does not call on_header_value for an empty value).
+  self(parser)->field_done_ = true;
+  return 0;
+}
+
+int RequestParser::on_headers_complete(llhttp_t* parser) {
+  RequestParser* me = self(parser);
+  me->head_done_ = true;
+  me->stopped_at_ = Event::head_complete;
+  return HPE_PAUSED;  // the caller checks the head before any body byte is parsed
+}
+
+int RequestParser::on_body(llhttp_t* parser, const char* at, size_t length) {
+  RequestParser* me = self(parser);
+  if (me->body.size() + length > me->max_body_) {
+    me->body_too_large_ = true;
+    return -1;
+  }
+  me->body.append(at, length);
+  return 0;
+}
+
+int RequestParser::on_message_complete(llhttp_t* parser) {
+  RequestParser* me = self(parser);
+  me->in_message_ = false;
+  me->stopped_at_ = Event::message_complete;
+  return HPE_PAUSED;
+}
+
+}  // namespace coring::http::detail

@@ -1,0 +1,445 @@
+// coring::http::Server (see coring/http_server.hpp): routing, and the loop that serves one
+// connection: read, parse, check the head, answer, gather, write.
+#include <cxxabi.h>
+#include <strings.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <vector>
+
+#include "core/logging.hpp"
+#include "core/scheduler.hpp"
+#include "http/exchange.hpp"
+#include "http/static_files.hpp"
+#include "net/worker_context.hpp"
+
+namespace coring::http {
+
+using Clock = std::chrono::steady_clock;
+
+class ServerCore : public std::enable_shared_from_this<ServerCore> {
+ public:
+  ServerCore(std::string host, uint16_t port, ServerOptions options)
+      : options(std::move(options)), tcp(std::move(host), port, this->options) {}
+  ServerCore(int listening_fd, ServerOptions options)
+      : options(std::move(options)), tcp(listening_fd, this->options) {}
+
+  struct Route {
+    std::string prefix;
+    Handler handler;
+  };
+
+  ServerOptions options;
+  coring::Server tcp;
+  std::vector<Route> routes;
+  std::string server_line;
+  bool stopping = false;
+  uint64_t requests = 0;
+  uint64_t rejected = 0;
+  detail::Exchange* exchanges = nullptr;  // every open connection's, linked through next
+
+  const Route* route_for(std::string_view path) const noexcept;
+  void serve(Connection& connection);
+  void answer(detail::Exchange& exchange);
+  void reject(detail::Exchange& exchange, int status);
+  bool head_is_acceptable(detail::Exchange& exchange, int* status);
+  void make_room(detail::Exchange& exchange, size_t message_start, size_t head_end,
+                 size_t* new_message_start, size_t* new_head_end);
+  void close_idle_connections();
+};
+
+namespace detail {
+
+Exchange::Exchange(ServerCore& server, const ServerOptions& options, Connection& connection)
+    : server(server), options(options), connection(connection), server_line(server.server_line) {
+  input.resize(4096);
+}
+
+void Exchange::finish() noexcept {
+  ++server.requests;
+  coring::detail::note_request();
+}
+
+bool Exchange::stopping() const noexcept {
+  return server.stopping;
+}
+
+}  // namespace detail
+
+namespace {
+
+bool same_name(std::string_view a, std::string_view b) noexcept {
+  return a.size() == b.size() && ::strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+// The smallest input buffer that can hold a head one byte over the limit, so that the limit,
+// not the buffer, decides.
+size_t input_limit(const ServerOptions& options) {
+  return std::max<size_t>(options.max_header_size + 1, 4096);
+}
+
+// now + timeout, saturating (kForever is never).
+Clock::time_point deadline_after(Duration timeout) {
+  Clock::time_point now = Clock::now();
+  if (timeout >= Duration(Clock::time_point::max() - now)) return Clock::time_point::max();
+  return now + std::chrono::nanoseconds(timeout);
+}
+
+// Links an Exchange into its server's list for as long as the connection is served.
+struct Registration {
+  ServerCore& server;
+  detail::Exchange& exchange;
+  Registration(ServerCore& server, detail::Exchange& exchange)
+      : server(server), exchange(exchange) {
+    exchange.next = server.exchanges;
+    if (server.exchanges != nullptr) server.exchanges->previous = &exchange;
+    server.exchanges = &exchange;
+  }
+  ~Registration() {
+    if (exchange.previous != nullptr) exchange.previous->next = exchange.next;
+    if (exchange.next != nullptr) exchange.next->previous = exchange.previous;
+    if (server.exchanges == &exchange) server.exchanges = exchange.next;
+  }
+};
+
+}  // namespace
+
+const ServerCore::Route* ServerCore::route_for(std::string_view path) const noexcept {
+  // Longest first (start() sorted them): the first match wins.
+  for (const Route& route : routes) {
+    const std::string& prefix = route.prefix;
+    if (path.size() < prefix.size() || path.compare(0, prefix.size(), prefix) != 0) continue;
+    // "/api" takes "/api" and "/api/x", not "/apis".
+    if (path.size() == prefix.size() || prefix.back() == '/' || path[prefix.size()] == '/') {
+      return &route;
+    }
+  }
+  return nullptr;
+}
+
+bool ServerCore::head_is_acceptable(detail::Exchange& exchange, int* status) {
+  const detail::RequestParser& parser = exchange.parser;
+  if (!parser.version_ok()) {
+    *status = 505;
+    return false;
+  }
+  const char* base = exchange.base();
+  int hosts = 0;
+  std::string_view expect;
+  for (const detail::HeaderSpan& header : parser.headers) {
+    std::string_view name = header.name.in(base);
+    if (same_name(name, "host")) ++hosts;
+    if (same_name(name, "expect")) expect = header.value.in(base);
+    // llhttp lets an obs-fold through (a line starting with a space continues the value):
+    // RFC 9112 5.2 allows a server to reject it, and a proxy in front may read it otherwise.
+    std::string_view value = header.value.in(base);
+    if (std::memchr(value.data(), '\n', value.size()) != nullptr) {
+      *status = 400;
+      return false;
+    }
+  }
+  // RFC 9112 3.2: an HTTP/1.1 request has exactly one Host header (Go's net/http agrees).
+  if (parser.version_minor() >= 1 && hosts != 1) {
+    *status = 400;
+    return false;
+  }
+  if (hosts > 1) {
+    *status = 400;
+    return false;
+  }
+  if (!parser.chunked() && parser.content_length() > options.package_max_length) {
+    *status = 413;  // answered before the body is read
+    return false;
+  }
+  if (!expect.empty()) {
+    if (!same_name(expect, "100-continue")) {
+      *status = 417;
+      return false;
+    }
+    // Only when the body has not started to arrive (a client that sends it anyway does not
+    // need the go-ahead) and the client speaks HTTP/1.1.
+    if (parser.has_body() && exchange.parsed == exchange.filled && parser.version_minor() >= 1) {
+      exchange.output += "HTTP/1.1 100 Continue\r\n\r\n";
+    }
+  }
+  return true;
+}
+
+void ServerCore::reject(detail::Exchange& exchange, int status) {
+  ++rejected;
+  coring::detail::log_format(
+      LogLevel::debug, "connection#%ld: %d %s (%s)", exchange.connection.id(), status,
+      std::string(reason_phrase(status)).c_str(), exchange.parser.error_reason());
+  exchange.begin_response();
+  exchange.head_request = false;
+  exchange.close_after = true;
+  exchange.status = status;
+  exchange.header_block = "Content-Type: text/plain; charset=utf-8\r\n";
+  std::string_view reason = reason_phrase(status);
+  exchange.append_head(static_cast<int64_t>(reason.size() + 1));
+  exchange.output.append(reason);
+  exchange.output += '\n';
+  exchange.flush();
+}
+
+void ServerCore::answer(detail::Exchange& exchange) {
+  exchange.begin_response();
+  exchange.close_after = !exchange.parser.keep_alive() || exchange.parser.upgrade() || stopping;
+  Request request(&exchange);
+  Response response(&exchange);
+  std::string_view path = request.path();
+  bool threw = false;
+  try {
+    if (const Route* route = route_for(path)) {
+      route->handler(request, response);
+    } else {
+      response.status(404);
+      response.header("Content-Type", "text/plain; charset=utf-8");
+      response.end("Not Found\n");
+    }
+  } catch (const coring::detail::ForcedUnwind&) {
+    throw;  // the container unwinds this coroutine
+  } catch (const abi::__forced_unwind&) {
+    throw;
+  } catch (const std::exception& e) {
+    threw = true;
+    coring::detail::log_format(
+        LogLevel::error, "connection#%ld: the handler of %.*s %.*s threw: %s",
+        exchange.connection.id(), static_cast<int>(request.method().size()),
+        request.method().data(), static_cast<int>(path.size()), path.data(), e.what());
+  } catch (...) {
+    threw = true;
+    coring::detail::log_format(
+        LogLevel::error, "connection#%ld: the handler of %.*s %.*s threw a non-standard exception",
+        exchange.connection.id(), static_cast<int>(request.method().size()),
+        request.method().data(), static_cast<int>(path.size()), path.data());
+  }
+  if (exchange.ended) return;
+  if (!threw) {
+    coring::detail::log_format(
+        LogLevel::error,
+        "connection#%ld: the handler of %.*s %.*s returned without ending its "
+        "response",
+        exchange.connection.id(), static_cast<int>(request.method().size()),
+        request.method().data(), static_cast<int>(path.size()), path.data());
+  }
+  if (!exchange.head_sent && !exchange.client_gone) {
+    exchange.begin_response();
+    response.status(500);
+    response.header("Content-Type", "text/plain; charset=utf-8");
+    response.end("Internal Server Error\n");
+    return;
+  }
+  // Part of the response is out: the client can only learn of the failure from the close
+  // (a chunked body without its last chunk, or a short one).
+  exchange.ended = true;
+  exchange.close_after = true;
+  exchange.finish();
+}
+
+void ServerCore::make_room(detail::Exchange& exchange, size_t message_start, size_t head_end,
+                           size_t* new_message_start, size_t* new_head_end) {
+  detail::RequestParser& parser = exchange.parser;
+  std::vector<char>& input = exchange.input;
+  if (!parser.in_message()) {
+    // Everything parsed and answered: start over at the front.
+    exchange.parsed = exchange.filled = 0;
+    *new_message_start = 0;
+    *new_head_end = 0;
+  } else if (parser.in_head()) {
+    // Keep the head so far, at the front; grow for a long one, up to one byte over the limit.
+    if (message_start > 0) {
+      std::memmove(input.data(), input.data() + message_start, exchange.filled - message_start);
+      parser.shift(static_cast<uint32_t>(message_start));
+      exchange.filled -= message_start;
+      exchange.parsed -= message_start;
+    }
+    *new_message_start = 0;
+    *new_head_end = 0;
+    if (exchange.filled == input.size()) {
+      input.resize(std::min(input.size() * 2, input_limit(options) + 1024));
+    }
+  } else {
+    // In a body: it is copied out as it is parsed, so only the head (the request's views)
+    // stays; the body's bytes after it are reused.
+    size_t head_start = parser.head_start;
+    if (head_start > 0) {
+      std::memmove(input.data(), input.data() + head_start, head_end - head_start);
+      parser.shift(static_cast<uint32_t>(head_start));
+    }
+    *new_message_start = 0;
+    *new_head_end = head_end - head_start;
+    exchange.parsed = exchange.filled = *new_head_end;
+    if (input.size() - exchange.filled < 2048) input.resize(input.size() * 2);
+  }
+}
+
+void ServerCore::serve(Connection& connection) {
+  detail::Exchange exchange(*this, options, connection);
+  Registration registration(*this, exchange);
+  detail::RequestParser& parser = exchange.parser;
+  size_t message_start = 0;  // where the message being parsed began
+  size_t head_end = 0;       // where its head ended (once head_complete)
+  Clock::time_point head_deadline{};
+  // After a head, the parser has more to say even with no byte left (a request without a
+  // body is complete right there).
+  bool parse_again = false;
+  for (;;) {
+    if (exchange.parsed == exchange.filled && !parse_again) {
+      if (!exchange.flush() || exchange.close_after) return;
+      bool between_requests = !parser.in_message();
+      if (between_requests && stopping) return;
+      make_room(exchange, message_start, head_end, &message_start, &head_end);
+      Duration timeout;
+      if (between_requests) {
+        timeout = options.keepalive_timeout;
+      } else if (parser.in_head()) {
+        timeout = Duration(head_deadline - Clock::now());
+        if (timeout <= Duration::zero()) return;  // slowloris: no answer, just close
+      } else {
+        timeout = options.body_timeout;
+      }
+      exchange.idle = between_requests;
+      ssize_t received = connection.recv(exchange.input.data() + exchange.filled,
+                                         exchange.input.size() - exchange.filled, timeout);
+      exchange.idle = false;
+      if (received <= 0) {
+        if (parser.in_message()) {
+          coring::detail::log_format(
+              LogLevel::debug, "connection#%ld: the request was cut short (%s)", connection.id(),
+              received == 0 ? "end of stream" : std::string(connection.error_message()).c_str());
+        }
+        return;
+      }
+      if (between_requests) head_deadline = deadline_after(options.header_timeout);
+      exchange.filled += static_cast<size_t>(received);
+    }
+    parse_again = false;
+    size_t stopped = exchange.parsed;
+    auto event = parser.parse(exchange.base(), exchange.parsed, exchange.filled,
+                              options.package_max_length, &stopped);
+    exchange.parsed = stopped;
+    switch (event) {
+      case detail::RequestParser::Event::need_more:
+        if (parser.in_head() && exchange.filled - message_start > options.max_header_size) {
+          reject(exchange, 431);
+          return;
+        }
+        break;
+      case detail::RequestParser::Event::head_complete: {
+        head_end = exchange.parsed;
+        if (head_end - parser.head_start > options.max_header_size) {
+          reject(exchange, 431);
+          return;
+        }
+        int status = 0;
+        if (!head_is_acceptable(exchange, &status)) {
+          reject(exchange, status);
+          return;
+        }
+        parser.resume();
+        parse_again = true;
+        break;
+      }
+      case detail::RequestParser::Event::message_complete:
+        message_start = exchange.parsed;
+        answer(exchange);
+        if (exchange.close_after) {
+          exchange.flush();
+          return;
+        }
+        parser.resume();
+        // The next pipelined request's head has its own deadline, from now.
+        head_deadline = deadline_after(options.header_timeout);
+        break;
+      case detail::RequestParser::Event::error:
+        reject(exchange, parser.error_status());
+        return;
+    }
+  }
+}
+
+void ServerCore::close_idle_connections() {
+  stopping = true;
+  // Closing waits for the reader to leave, and the list changes meanwhile: collect first.
+  std::vector<Connection*> idle;
+  for (detail::Exchange* exchange = exchanges; exchange != nullptr; exchange = exchange->next) {
+    if (exchange->idle) idle.push_back(&exchange->connection);
+  }
+  for (Connection* connection : idle) connection->Socket::close();
+}
+
+// ---- Server ------------------------------------------------------------------------------------
+
+Server::Server(std::string host, uint16_t port, ServerOptions options)
+    : core_(std::make_shared<ServerCore>(std::move(host), port, std::move(options))) {}
+
+Server::Server(int listening_fd, ServerOptions options)
+    : core_(std::make_shared<ServerCore>(listening_fd, std::move(options))) {}
+
+Server::~Server() = default;
+
+void Server::handle(std::string_view path_prefix, Handler handler) {
+  std::string prefix(path_prefix);
+  if (prefix.empty()) prefix = "/";
+  for (ServerCore::Route& route : core_->routes) {
+    if (route.prefix == prefix) {
+      route.handler = std::move(handler);
+      return;
+    }
+  }
+  core_->routes.push_back({std::move(prefix), std::move(handler)});
+}
+
+void Server::serve_directory(std::string_view path_prefix, std::string directory) {
+  std::string prefix(path_prefix);
+  while (prefix.size() > 1 && prefix.back() == '/') prefix.pop_back();
+  handle(prefix, detail::directory_handler(prefix, std::move(directory)));
+}
+
+bool Server::start() {
+  std::shared_ptr<ServerCore> core = core_;
+  std::stable_sort(core->routes.begin(), core->routes.end(),
+                   [](const ServerCore::Route& a, const ServerCore::Route& b) {
+                     return a.prefix.size() > b.prefix.size();
+                   });
+  core->server_line = core->options.server_name.empty()
+                          ? std::string()
+                          : "Server: " + core->options.server_name + "\r\n";
+  // Connection coroutines keep the core alive through the handler (a connection may outlive
+  // this object); the handler is dropped when start() returns, which breaks the cycle.
+  core->tcp.handle([core](Connection& connection) { core->serve(connection); });
+  core->tcp.on_stop([raw = core.get()] { raw->close_idle_connections(); });
+  coring::detail::set_counts_requests(core->tcp, false);
+  bool started = core->tcp.start();
+  core->tcp.handle(nullptr);
+  return started;
+}
+
+void Server::shutdown() {
+  core_->tcp.shutdown();
+}
+
+uint16_t Server::port() const {
+  return core_->tcp.port();
+}
+
+ServerStats Server::stats() const {
+  ServerStats stats;
+  static_cast<coring::ServerStats&>(stats) = core_->tcp.stats();
+  stats.requests = core_->requests;
+  stats.rejected = core_->rejected;
+  return stats;
+}
+
+std::error_code Server::error() const noexcept {
+  return core_->tcp.error();
+}
+
+std::string_view Server::error_message() const noexcept {
+  return core_->tcp.error_message();
+}
+
+}  // namespace coring::http
