@@ -218,6 +218,9 @@ bool ServerCore::open_listener() {
 }
 
 void ServerCore::stop_accepting() {
+  // Closing the listener waits for the acceptor to leave accept(); start() may return and the
+  // Server go meanwhile: the state stays alive until this call is done with it.
+  std::shared_ptr<ServerCore> self = shared_from_this();
   bool first = !stopping;
   stopping = true;
   // Wakes the acceptor (its accept() returns ECANCELED) and refuses new connections.
