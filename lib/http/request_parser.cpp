@@ -3,6 +3,8 @@
 namespace coring::http::detail {
 namespace {
 
+constexpr size_t kKeptBodyCapacity = 64 * 1024;
+
 RequestParser* self(llhttp_t* parser) {
   return static_cast<RequestParser*>(parser->data);
 }
@@ -100,6 +102,9 @@ int RequestParser::on_message_begin(llhttp_t* parser) {
   me->field_done_ = false;
   me->url = {};
   me->headers.clear();
+  // Capacity is kept for the next request, but not a large body's: ten thousand idle
+  // connections must not each hold the largest body they ever received.
+  if (me->body.capacity() > kKeptBodyCapacity) std::string().swap(me->body);
   me->body.clear();
   return 0;
 }

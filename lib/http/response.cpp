@@ -131,6 +131,8 @@ bool Exchange::flush() {
   if (output.empty()) return true;
   ssize_t sent = connection.send_all(output.data(), output.size(), options.send_timeout);
   bool whole = sent == static_cast<ssize_t>(output.size());
+  // As for request bodies: a connection does not keep a large response's buffer.
+  if (output.capacity() > kCopyLimit * 4) std::string().swap(output);
   output.clear();
   if (!whole) {
     client_gone = true;
@@ -184,7 +186,10 @@ bool Response::write(std::string_view chunk) {
   detail::Exchange* exchange = exchange_;
   if (exchange->ended || exchange->client_gone) return false;
   if (!exchange->head_sent) {
-    if (exchange->parser.version_minor() == 0) {
+    if (detail::has_no_body(exchange->status)) {
+      exchange->unframed = true;  // a 204 or 304 has no body to frame; chunks are dropped
+      exchange->append_head(-2);
+    } else if (exchange->parser.version_minor() == 0) {
       // HTTP/1.0 has no chunked encoding: the body ends when the connection closes.
       exchange->unframed = true;
       exchange->close_after = true;

@@ -19,6 +19,10 @@ namespace coring::http {
 
 using Clock = std::chrono::steady_clock;
 
+// A connection's input buffer: most request heads fit; a larger one grows it up to
+// max_header_size, a body's reads too, and it shrinks back between requests.
+constexpr size_t kInputSize = 4096;
+
 class ServerCore : public std::enable_shared_from_this<ServerCore> {
  public:
   ServerCore(std::string host, uint16_t port, ServerOptions options)
@@ -54,7 +58,7 @@ namespace detail {
 
 Exchange::Exchange(ServerCore& server, const ServerOptions& options, Connection& connection)
     : server(server), options(options), connection(connection), server_line(server.server_line) {
-  input.resize(4096);
+  input.resize(kInputSize);
 }
 
 void Exchange::finish() noexcept {
@@ -244,8 +248,12 @@ void ServerCore::make_room(detail::Exchange& exchange, size_t message_start, siz
   detail::RequestParser& parser = exchange.parser;
   std::vector<char>& input = exchange.input;
   if (!parser.in_message()) {
-    // Everything parsed and answered: start over at the front.
+    // Everything parsed and answered: start over at the front, in a buffer of the usual size.
     exchange.parsed = exchange.filled = 0;
+    if (input.size() > kInputSize) {
+      input.resize(kInputSize);
+      input.shrink_to_fit();
+    }
     *new_message_start = 0;
     *new_head_end = 0;
   } else if (parser.in_head()) {
