@@ -290,7 +290,12 @@ void ServerCore::serve(Connection& connection) {
   detail::RequestParser& parser = exchange.parser;
   size_t message_start = 0;  // where the message being parsed began
   size_t head_end = 0;       // where its head ended (once head_complete)
+  // The head's deadline, taken when a head first has to wait for more bytes (not for every
+  // request: a head that arrives whole, the usual case, never reads the clock for it). It is
+  // later than header_timeout after the head's first byte by the time that byte waited to be
+  // parsed, which is no time at all to a slowloris client.
   Clock::time_point head_deadline{};
+  bool head_deadline_set = false;
   // After a head, the parser has more to say even with no byte left (a request without a
   // body is complete right there).
   bool parse_again = false;
@@ -304,6 +309,10 @@ void ServerCore::serve(Connection& connection) {
       if (between_requests) {
         timeout = options.keepalive_timeout;
       } else if (parser.in_head()) {
+        if (!head_deadline_set) {
+          head_deadline = deadline_after(options.header_timeout);
+          head_deadline_set = true;
+        }
         timeout = Duration(head_deadline - Clock::now());
         if (timeout <= Duration::zero()) return;  // slowloris: no answer, just close
       } else {
@@ -321,7 +330,7 @@ void ServerCore::serve(Connection& connection) {
         }
         return;
       }
-      if (between_requests) head_deadline = deadline_after(options.header_timeout);
+      if (between_requests) head_deadline_set = false;
       exchange.filled += static_cast<size_t>(received);
     }
     parse_again = false;
@@ -359,8 +368,7 @@ void ServerCore::serve(Connection& connection) {
           return;
         }
         parser.resume();
-        // The next pipelined request's head has its own deadline, from now.
-        head_deadline = deadline_after(options.header_timeout);
+        head_deadline_set = false;  // the next pipelined request's head has its own
         break;
       case detail::RequestParser::Event::error:
         reject(exchange, parser.error_status());
