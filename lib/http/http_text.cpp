@@ -200,7 +200,7 @@ int64_t parse_http_date(std::string_view text) noexcept {
   size_t comma = text.find(',');
   if (comma != std::string_view::npos) {
     std::string_view rest = text.substr(comma + 1);
-    if (rest.size() == 26 && rest[0] == ' ' && rest[3] == ' ' && rest[7] == ' ' &&
+    if (rest.size() == 25 && rest[0] == ' ' && rest[3] == ' ' && rest[7] == ' ' &&
         rest[12] == ' ' && rest.substr(21) == " GMT") {
       // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT"
       month = month_index(rest.substr(4, 3));

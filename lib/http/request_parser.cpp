@@ -148,6 +148,15 @@ int RequestParser::on_header_field_complete(llhttp_t* parser) {
 
 int RequestParser::on_headers_complete(llhttp_t* parser) {
   RequestParser* me = self(parser);
+  // llhttp drops the whitespace before a value, not after it (RFC 9112 5: neither is part of
+  // the value).
+  for (HeaderSpan& header : me->headers) {
+    const char* value = me->base_ + header.value.offset;
+    while (header.value.length > 0 &&
+           (value[header.value.length - 1] == ' ' || value[header.value.length - 1] == '\t')) {
+      --header.value.length;
+    }
+  }
   me->head_done_ = true;
   me->stopped_at_ = Event::head_complete;
   return HPE_PAUSED;  // the caller checks the head before any body byte is parsed

@@ -4,6 +4,7 @@
 #include <strings.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstring>
 #include <exception>
@@ -48,7 +49,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   void serve(Connection& connection);
   void answer(detail::Exchange& exchange);
   void reject(detail::Exchange& exchange, int status);
-  bool head_is_acceptable(detail::Exchange& exchange, int* status);
+  bool head_is_acceptable(detail::Exchange& exchange, size_t head_end, int* status);
   void make_room(detail::Exchange& exchange, size_t message_start, size_t head_end,
                  size_t* new_message_start, size_t* new_head_end);
   void close_idle_connections();
@@ -76,6 +77,20 @@ namespace {
 
 bool same_name(std::string_view a, std::string_view b) noexcept {
   return a.size() == b.size() && ::strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+// RFC 9110 tchar.
+bool is_token_char(unsigned char c) noexcept {
+  static const auto table = [] {
+    std::array<bool, 256> allowed{};
+    for (int c = '0'; c <= '9'; ++c) allowed[c] = true;
+    for (int c = 'a'; c <= 'z'; ++c) allowed[c] = true;
+    for (int c = 'A'; c <= 'Z'; ++c) allowed[c] = true;
+    for (char c : std::string_view("!#$%&'*+-.^_`|~"))
+      allowed[static_cast<unsigned char>(c)] = true;
+    return allowed;
+  }();
+  return table[c];
 }
 
 // The smallest input buffer that can hold a head one byte over the limit, so that the limit,
@@ -123,13 +138,30 @@ const ServerCore::Route* ServerCore::route_for(std::string_view path) const noex
   return nullptr;
 }
 
-bool ServerCore::head_is_acceptable(detail::Exchange& exchange, int* status) {
+bool ServerCore::head_is_acceptable(detail::Exchange& exchange, size_t head_end, int* status) {
   const detail::RequestParser& parser = exchange.parser;
   if (!parser.version_ok()) {
     *status = 505;
     return false;
   }
   const char* base = exchange.base();
+  // What llhttp 8 lets through even in strict mode: a bare LF (here the one ending the head)
+  // and header names that are empty or not tokens. A proxy in front may read those otherwise.
+  *status = 400;
+  const char* head = base + parser.head_start;
+  const char* end = base + head_end;
+  for (const char* line_feed = head;
+       (line_feed = static_cast<const char*>(std::memchr(line_feed, '\n', end - line_feed)));
+       ++line_feed) {
+    if (line_feed == head || line_feed[-1] != '\r') return false;
+  }
+  for (const detail::HeaderSpan& header : parser.headers) {
+    std::string_view name = header.name.in(base);
+    if (name.empty()) return false;
+    for (char c : name) {
+      if (!is_token_char(static_cast<unsigned char>(c))) return false;
+    }
+  }
   int hosts = 0;
   std::string_view expect;
   for (const detail::HeaderSpan& header : parser.headers) {
@@ -352,7 +384,7 @@ void ServerCore::serve(Connection& connection) {
           return;
         }
         int status = 0;
-        if (!head_is_acceptable(exchange, &status)) {
+        if (!head_is_acceptable(exchange, head_end, &status)) {
           reject(exchange, status);
           return;
         }
