@@ -6,11 +6,11 @@
 #
 #   scripts/bench.sh                      everything, 3 rounds (a few minutes)
 #   ROUNDS=1 scripts/bench.sh             a quick look
-#   SECTIONS=micro scripts/bench.sh       only some sections (micro, scale, echo, workers)
+#   SECTIONS=micro scripts/bench.sh       only some sections (micro, scale, echo, workers, http)
 #
 # Knobs (environment):
 #   ROUNDS [3]           rounds; every figure is the median over them
-#   SECTIONS [micro scale echo workers]
+#   SECTIONS [micro scale echo workers http]
 #   BUILD_DIR [build-release]   the build directory (results go to BUILD_DIR/bench-results/)
 #   LTO [true]           -Db_lto for the static build (the second coring column) and the C++
 #                        peers; the first coring column is always the shared library
@@ -23,6 +23,12 @@
 #   ECHO_SECS [2]        measured seconds per echo run (after 0.5 s of warm-up)
 #   ECHO_CONFIGS ["100x64 1000x64 100x512 1000x512"]   connections x message bytes
 #   WORKERS_SECS [4]     measured seconds per run of the workers section
+#   HTTP_SECS [5]        seconds per wrk run of the http section (plain and pipelined)
+#   HTTP_WARMUP_SECS [1] unmeasured wrk load after each HTTP server starts (0: none)
+#   HTTP_AB_N [200000]   requests per ab -k run of the http section
+#   NGINX [/usr/sbin/nginx]   the nginx binary the http section runs
+#   HTTP_DIRTY_PCT [5] HTTP_RETRIES [3]   redo an HTTP run during which other processes used
+#                        more than this % of the machine, at most this many times
 #
 # coring is measured as an embedding program gets it: the library built with the README's
 # options (release, no LTO) and installed into a private prefix, and the measured programs
@@ -30,7 +36,8 @@
 # the "coring" column, the one ratios and goals use; the "static LTO" column beside it is the
 # same program linked statically to an LTO build (BUILD_DIR). The "coring" column runs the
 # io_uring engine (CORING_ENGINE=io_uring); the "epoll engine" column beside it is the same
-# shared-library program with CORING_ENGINE=epoll, for the micro figures and the echo server.
+# shared-library program with CORING_ENGINE=epoll, for the micro figures and the echo and HTTP
+# servers.
 #
 # Method: each measured program runs alone, pinned to BENCH_CPU, under timeout(1). Within a
 # round the programs of a section alternate between coring and its peers, in reverse order on
@@ -54,7 +61,7 @@ root=$PWD
 source scripts/bench_lib.sh
 
 ROUNDS=${ROUNDS:-3}
-SECTIONS=${SECTIONS:-micro scale echo workers}
+SECTIONS=${SECTIONS:-micro scale echo workers http}
 BUILD_DIR=${BUILD_DIR:-build-release}
 LTO=${LTO:-true}
 BENCH_CPU=${BENCH_CPU:-0}
@@ -85,7 +92,7 @@ build_all() {
   fi || { tail -40 "$log"; return 1; }
   local targets=(bench/coring_bench bench/scale_bench bench/peers/context_peer
     bench/peers/echo_load bench/peers/epoll_echo bench/peers/uring_echo bench/peers/churn_load
-    samples/echo_server)
+    bench/peers/http_limit samples/echo_server)
   if grep -q 'bench/peers/fiber_peer' "$BUILD_DIR/build.ninja"; then
     targets+=(bench/peers/fiber_peer)
   else
@@ -101,6 +108,9 @@ build_all() {
       >>"$log" 2>&1 || { tail -20 "$log"; return 1; }
     GOCACHE=$BUILD_DIR/go/cache GOPATH=$BUILD_DIR/go/path GO111MODULE=off GOFLAGS="" \
       GOTMPDIR=$BUILD_DIR/go go build -o "$bin/peers/go_echo_server" bench/peers/echo_server.go \
+      >>"$log" 2>&1 || { tail -20 "$log"; return 1; }
+    GOCACHE=$BUILD_DIR/go/cache GOPATH=$BUILD_DIR/go/path GO111MODULE=off GOFLAGS="" \
+      GOTMPDIR=$BUILD_DIR/go go build -o "$bin/peers/go_http_server" bench/peers/http_server.go \
       >>"$log" 2>&1 || { tail -20 "$log"; return 1; }
   else
     echo "bench: go not found, the Go peer is skipped (scripts/deps.sh installs it)" >&2
@@ -127,7 +137,8 @@ build_shared() {
   flags=($(PKG_CONFIG_PATH=$pc_dir pkg-config --cflags --libs coring))
   mkdir -p "$bin/shared"
   local program
-  for program in bench/coring_bench bench/scale_bench samples/echo_server samples/tcp_server; do
+  for program in bench/coring_bench bench/scale_bench samples/echo_server samples/tcp_server \
+    samples/http_server; do
     local extra=()
     [[ $program == bench/coring_bench ]] && extra=(-lbenchmark -lpthread)
     g++ -O2 -std=c++20 -o "$bin/shared/$(basename "$program")" "$program.cpp" "${flags[@]}" \
@@ -460,6 +471,298 @@ workers_rows() {
     coring:workers_churn_failures_reload - - - "max<=0" "zero"
   bench_row "failed round trips without reloads (max over rounds)" \
     coring:workers_churn_failures_steady - - - "max<=0" "zero"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Section "http": HTTP/1.1 GET / answering "Hello, World!" (text/plain), keep-alive.
+# samples/http_server (coring::http::Server under WorkerPool, --workers 1, shared-library
+# build; io_uring, and the epoll engine beside it) against Debian's nginx (one worker, access
+# log off: bench/peers/nginx.conf.in), Go's net/http (GOMAXPROCS=1: bench/peers/http_server.go)
+# and a server that does not parse HTTP at all (bench/peers/http_limit: a canned response per
+# request head, the ceiling of this machine and load generator). Each server runs alone,
+# pinned to BENCH_CPU (nginx: master and worker; coring: master and worker), the load
+# generator pinned to the other CPU. Per server and round, after HTTP_WARMUP_SECS of
+# unmeasured load: wrk -t1 -c100 for HTTP_SECS (req/s, p99 latency), the same with 16
+# pipelined requests per write (bench/peers/pipeline.lua), and ab -k -c 100 -n HTTP_AB_N
+# (HTTP/1.0 keep-alive, the seeds' tool). The server's CPU time per request is its processes'
+# utime+stime (/proc/PID/stat) over the run divided by the requests answered: one wrk thread
+# saturates its CPU near the fast servers' rates, so req/s cannot rank them; CPU per request
+# can. Failures: wrk's non-2xx responses and socket errors, ab's failed and non-2xx requests.
+# A run during which other processes used more than HTTP_DIRTY_PCT % of the machine (its busy
+# ticks in /proc/stat less the server's and the load generator's) is redone, at most
+# HTTP_RETRIES times (the disturbed output stays in logs/ as *.disturbedN); what others used
+# in the run that counts is kept as the figure http_MODE_others.
+
+HTTP_SECS=${HTTP_SECS:-5}
+HTTP_WARMUP_SECS=${HTTP_WARMUP_SECS:-1}
+HTTP_AB_N=${HTTP_AB_N:-200000}
+NGINX=${NGINX:-/usr/sbin/nginx}
+HTTP_DIRTY_PCT=${HTTP_DIRTY_PCT:-5}
+HTTP_RETRIES=${HTTP_RETRIES:-3}
+
+http_servers=(coring coring-epoll nginx go limit)
+
+# http_tree PID: PID and its descendants (a master and its workers).
+http_tree() {
+  local pid
+  for pid in "$@"; do
+    echo "$pid"
+    # shellcheck disable=SC2046  # a list of pids
+    http_tree $(cat /proc/"$pid"/task/*/children 2>/dev/null)
+  done
+}
+
+# http_ticks PID...: utime+stime of those processes, in clock ticks.
+http_ticks() {
+  local pid sum=0 ticks
+  for pid in "$@"; do
+    ticks=$(awk '{ print $14 + $15 }' /proc/"$pid"/stat 2>/dev/null)
+    sum=$((sum + ${ticks:-0}))
+  done
+  echo "$sum"
+}
+
+# http_machine_ticks: "busy total" clock ticks of all CPUs (/proc/stat; busy: user, nice,
+# system, irq, softirq).
+http_machine_ticks() {
+  awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat
+}
+
+# http_start IMPL PORT LOG: starts IMPL's server on PORT under timeout(1), pinned to BENCH_CPU,
+# and waits (10 s at most) until GET / answers "Hello, World!". Sets http_pid (the timeout
+# process) and http_top (the server, or its master). Non-zero when it did not come up.
+http_start() {
+  local impl=$1 port=$2 log=$3 server=()
+  case $impl in
+    coring | coring-epoll)
+      local engine=io_uring
+      [[ $impl == coring-epoll ]] && engine=epoll
+      server=(env "CORING_ENGINE=$engine" "$bin/shared/http_server" --port "$port" --workers 1) ;;
+    nginx)
+      local run=$BENCH_OUT/nginx-r$BENCH_ROUND
+      mkdir -p "$run/conf" "$run/logs" "$run/temp"
+      sed "s/@PORT@/$port/" bench/peers/nginx.conf.in >"$run/conf/nginx.conf"
+      server=("$NGINX" -p "$run/" -c conf/nginx.conf -e logs/error.log) ;;
+    go) server=(env GOMAXPROCS=1 "$bin/peers/go_http_server" -port "$port") ;;
+    limit) server=("$bin/peers/http_limit" --port "$port") ;;
+  esac
+  # Long enough for every run against it; timeout(1) signals its whole process group.
+  timeout -k 5 $((2 * HTTP_SECS + HTTP_WARMUP_SECS + 240)) taskset -c "$BENCH_CPU" \
+    "${server[@]}" </dev/null >"$log" 2>&1 &
+  http_pid=$!
+  http_top=
+  local deadline=$((SECONDS + 10))
+  while ((SECONDS < deadline)); do
+    if [[ $(curl -s -m 1 "http://127.0.0.1:$port/" 2>/dev/null) == "Hello, World!" ]]; then
+      http_top=$(pgrep -P "$http_pid" | head -1)  # taskset and env exec into the server
+      [[ -n $http_top ]] && return 0
+    fi
+    kill -0 "$http_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  return 1
+}
+
+# http_stop: SIGTERM to the server (nginx: fast shutdown; coring: graceful, its connections are
+# idle by now), SIGKILL to whatever of its process tree is left after 5 s.
+http_stop() {
+  local pids="" tries
+  if [[ -n $http_top ]]; then
+    pids=$(http_tree "$http_top")
+    kill -TERM "$http_top" 2>/dev/null
+  fi
+  for ((tries = 0; tries < 50; tries++)); do
+    kill -0 "$http_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  # shellcheck disable=SC2086  # a list of pids
+  kill -KILL $pids "$http_pid" 2>/dev/null
+  wait "$http_pid" 2>/dev/null
+}
+
+# http_wrk_figures FILE: "requests req_per_s p99_ms failures" from wrk's output ("-" when
+# missing).
+http_wrk_figures() {
+  awk '
+    / requests in / { requests = $1 }
+    /^Requests\/sec:/ { rate = $2 }
+    $1 == "99%" { v = $2 + 0
+      if ($2 ~ /us$/) v /= 1000; else if ($2 ~ /ms$/) v += 0; else if ($2 ~ /m$/) v *= 60000
+      else if ($2 ~ /s$/) v *= 1000
+      p99 = v }
+    /Non-2xx or 3xx responses:/ { failures += $NF }
+    /Socket errors:/ { gsub(/,/, ""); failures += $4 + $6 + $8 + $10 }
+    END { printf "%s %s %s %d\n", requests == "" ? "-" : requests, rate == "" ? "-" : rate,
+          p99 == "" ? "-" : p99, failures }' "$1"
+}
+
+# http_ab_figures FILE: "requests req_per_s failures" from ab's output.
+http_ab_figures() {
+  awk '
+    /^Complete requests:/ { requests = $3 }
+    /^Requests per second:/ { rate = $4 }
+    /^Failed requests:/ { failures += $3 }
+    /^Non-2xx responses:/ { failures += $3 }
+    END { printf "%s %s %d\n", requests == "" ? "-" : requests, rate == "" ? "-" : rate,
+          failures }' "$1"
+}
+
+# http_load IMPL MODE PORT TREE...: one measured run of MODE (plain, pipe, ab) against the
+# server whose processes are TREE; records req/s, p99 (wrk), CPU per request and failures.
+http_load() {
+  local impl=$1 mode=$2 port=$3
+  shift 3
+  local load_cpu=$(((BENCH_CPU + 1) % $(nproc))) url="http://127.0.0.1:$port/"
+  local out="$BENCH_OUT/logs/r$BENCH_ROUND.http-$impl-$mode.out" load=() status
+  case $mode in
+    plain) load=(wrk -t1 -c100 -d"${HTTP_SECS}s" --latency "$url") ;;
+    pipe) load=(wrk -t1 -c100 -d"${HTTP_SECS}s" --latency -s bench/peers/pipeline.lua "$url" -- 16) ;;
+    ab) load=(ab -k -q -c 100 -n "$HTTP_AB_N" "$url") ;;
+  esac
+  local ticks_before ticks_after machine_before machine_after load_times others attempt
+  for ((attempt = 1; ; attempt++)); do
+    machine_before=$(http_machine_ticks)
+    ticks_before=$(http_ticks "$@")
+    # The last line of `times`: the CPU time of the load generator (this subshell's children).
+    load_times=$({
+      timeout -k 5 $((HTTP_SECS + 120)) taskset -c "$load_cpu" "${load[@]}" </dev/null >"$out" 2>&1
+      echo "status $?"
+      times
+    })
+    ticks_after=$(http_ticks "$@")
+    machine_after=$(http_machine_ticks)
+    status=$(awk '$1 == "status" { print $2 }' <<<"$load_times")
+    # What every other process on the machine used meanwhile, in % of all its CPUs.
+    others=$(tail -1 <<<"$load_times" | awk -v before="$machine_before" -v after="$machine_after" \
+      -v server=$((ticks_after - ticks_before)) -v hz="$(getconf CLK_TCK)" '{
+        load = 0
+        for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); load += (t[1] * 60 + t[2]) * hz }
+        split(before, b, " "); split(after, a, " ")
+        o = a[2] > b[2] ? 100 * (a[1] - b[1] - server - load) / (a[2] - b[2]) : 0
+        printf "%.1f", o < 0 ? 0 : o }')
+    awk -v o="$others" -v d="$HTTP_DIRTY_PCT" 'BEGIN { exit !(o > d) }' || break
+    if ((attempt > HTTP_RETRIES)); then
+      bench_fail "http $impl $mode: other processes used $others% of the machine in each of" \
+        "$attempt runs; the last one counts"
+      break
+    fi
+    mv "$out" "$out.disturbed$attempt"
+    printf '  %-24s disturbed: other processes used %s%% of the machine; again in 3 s\n' \
+      "http $impl $mode" "$others" >&2
+    sleep 3
+  done
+  bench_record "$impl" "http_${mode}_others" "$others" "%"
+  local requests rate p99 failures
+  if [[ $mode == ab ]]; then
+    read -r requests rate failures < <(http_ab_figures "$out")
+    p99=-
+  else
+    read -r requests rate p99 failures < <(http_wrk_figures "$out")
+  fi
+  if ((status != 0)) || [[ $requests == - || $rate == - ]]; then
+    bench_fail "http $impl $mode: load generator exit $status: $(tail -c 200 "$out" | tr '\n' ' ')"
+    return 0
+  fi
+  bench_record "$impl" "http_$mode" "$rate" "req/s"
+  bench_record "$impl" "http_${mode}_failures" "$failures" "count"
+  http_failed=$((http_failed + failures))
+  # wrk's p99 under pipelining is per batch of 16 and often printed as 0: kept when there is one.
+  [[ $p99 != - ]] && awk -v p="$p99" 'BEGIN { exit !(p > 0) }' &&
+    bench_record "$impl" "http_${mode}_p99" "$p99" "ms"
+  local us
+  us=$(awk -v t=$((ticks_after - ticks_before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
+    'BEGIN { if (n > 0) printf "%.6g", t / hz * 1e6 / n }')
+  [[ -n $us ]] && bench_record "$impl" "http_${mode}_cpu" "$us" "us"
+  printf '  %-24s %s req/s, p99 %s ms, %s us/req, %s failed, others %s%%\n' "http $impl $mode" \
+    "$rate" "$p99" "${us:--}" "$failures" "$others" >&2
+}
+
+# http_measure IMPL PORT: starts IMPL's server, warms it up, runs the three loads, stops it.
+http_measure() {
+  local impl=$1 port=$2 log="$BENCH_OUT/logs/r$BENCH_ROUND.http-$1.server"
+  case $impl in
+    coring | coring-epoll) [[ -x $bin/shared/http_server ]] || return 0 ;;
+    nginx) [[ -x $NGINX ]] || return 0 ;;
+    go) [[ -x $bin/peers/go_http_server ]] || return 0 ;;
+    limit) [[ -x $bin/peers/http_limit ]] || return 0 ;;
+  esac
+  if ! http_start "$impl" "$port" "$log"; then
+    bench_fail "http $impl: the server did not answer GET / within 10 s: $(tail -c 300 "$log" | tr '\n' ' ')"
+    http_stop
+    return 0
+  fi
+  local tree mode
+  # shellcheck disable=SC2207  # pids
+  tree=($(http_tree "$http_top"))
+  if ((HTTP_WARMUP_SECS > 0)); then
+    timeout -k 5 $((HTTP_WARMUP_SECS + 30)) taskset -c $(((BENCH_CPU + 1) % $(nproc))) \
+      wrk -t1 -c100 -d"${HTTP_WARMUP_SECS}s" "http://127.0.0.1:$port/" </dev/null >/dev/null 2>&1
+  fi
+  http_failed=0
+  for mode in plain pipe ab; do
+    http_load "$impl" "$mode" "$port" "${tree[@]}"
+  done
+  bench_record "$impl" http_failures "$http_failed" "count"
+  http_stop
+}
+
+http_prepare() {
+  local tool
+  for tool in wrk ab curl; do
+    command -v "$tool" >/dev/null || bench_fail "http: $tool is missing (scripts/deps.sh installs it)"
+  done
+  [[ -x $bin/shared/http_server ]] || bench_fail "http: samples/http_server was not built"
+  [[ -x $NGINX ]] || bench_fail "http: no nginx at $NGINX (NGINX=path; scripts/deps.sh installs it)"
+  [[ -x $bin/peers/go_http_server ]] || bench_fail "http: the Go peer was not built"
+  [[ -x $bin/peers/http_limit ]] || bench_fail "http: bench/peers/http_limit was not built"
+  return 0
+}
+
+http_round() {
+  command -v wrk >/dev/null && command -v ab >/dev/null && command -v curl >/dev/null || return 0
+  local port=$((25000 + BENCH_ROUND * 20)) impl
+  local order=("${http_servers[@]}")
+  ((BENCH_ROUND % 2 == 0)) && mapfile -t order < <(printf '%s\n' "${http_servers[@]}" | tac)
+  for impl in "${order[@]}"; do
+    port=$((port + 1))
+    http_measure "$impl" "$port"
+  done
+}
+
+http_rows() {
+  local figure="HTTP GET / keep-alive, wrk -t1 -c100, req/s (server on one CPU, wrk on the other)"
+  bench_row "$figure" coring:http_plain "nginx, 1 worker" nginx:http_plain of "ratio>=1.0" \
+    "≥ nginx"
+  bench_row "$figure" coring:http_plain "Go net/http" go:http_plain of - "(info)"
+  bench_row "$figure" coring:http_plain "canned responses, no parsing (ceiling)" \
+    limit:http_plain of - "(info: one wrk thread's ceiling)"
+  figure="HTTP keep-alive (as above): server CPU per request, us"
+  bench_row "$figure" coring:http_plain_cpu "nginx, 1 worker" nginx:http_plain_cpu faster \
+    "ratio>=1.176" "≤ 0.85x nginx's"
+  bench_row "$figure" coring:http_plain_cpu "Go net/http" go:http_plain_cpu faster - "(info)"
+  bench_row "$figure" coring:http_plain_cpu "canned responses, no parsing (ceiling)" \
+    limit:http_plain_cpu faster - "(info)"
+  figure="HTTP keep-alive (as above): p99 latency, ms"
+  bench_row "$figure" coring:http_plain_p99 "nginx, 1 worker" nginx:http_plain_p99 faster \
+    "ratio>=1.0" "no worse than nginx"
+  bench_row "$figure" coring:http_plain_p99 "Go net/http" go:http_plain_p99 faster - "(info)"
+  figure="HTTP GET / pipelined 16 deep, wrk -t1 -c100, req/s"
+  bench_row "$figure" coring:http_pipe "canned responses, no parsing (ceiling)" limit:http_pipe \
+    of "ratio>=0.8" "≥ 0.8x the ceiling"
+  bench_row "$figure" coring:http_pipe "nginx, 1 worker" nginx:http_pipe of - "(info)"
+  bench_row "$figure" coring:http_pipe "Go net/http" go:http_pipe of - "(info)"
+  figure="HTTP pipelined 16 deep (as above): server CPU per request, us"
+  bench_row "$figure" coring:http_pipe_cpu "nginx, 1 worker" nginx:http_pipe_cpu faster - "(info)"
+  bench_row "$figure" coring:http_pipe_cpu "canned responses, no parsing (ceiling)" \
+    limit:http_pipe_cpu faster - "(info)"
+  figure="HTTP/1.0 keep-alive, ab -k -c 100 -n $HTTP_AB_N, req/s"
+  bench_row "$figure" coring:http_ab "nginx, 1 worker" nginx:http_ab of - "(info)"
+  bench_row "$figure" coring:http_ab "Go net/http" go:http_ab of - "(info)"
+  bench_row "$figure" coring:http_ab "canned responses, no parsing (ceiling)" limit:http_ab of - \
+    "(info)"
+  figure="HTTP failed requests over the three runs (wrk: non-2xx, socket errors; ab: failed)"
+  bench_row "$figure, max over rounds" coring:http_failures "nginx, 1 worker" nginx:http_failures \
+    - "max<=0" "zero"
 }
 
 # ---------------------------------------------------------------------------------------------
