@@ -18,7 +18,7 @@ packages=(
   libboost-context-dev liburing-dev libabsl-dev node-llhttp zlib1g-dev libssl-dev
   # tests and benchmarks (procps: pgrep; util-linux: taskset)
   doctest-dev libbenchmark-dev curl nginx-light wrk golang-go libboost-fiber-dev procps
-  util-linux apache2-utils openssl
+  util-linux apache2-utils openssl slowhttptest
 )
 
 missing_packages() {

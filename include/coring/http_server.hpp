@@ -9,20 +9,27 @@
 // streamed with write() (chunked), or sent from a file with sendfile(). HEAD gets the head and
 // no body. Every response carries `Date` and `Server`.
 //
-// How things fail (each of these closes the connection after the response):
-// - A head larger than max_header_size: 431. A body larger than package_max_length: 413,
+// How things fail:
+// - Refused requests (the server answers, then closes the connection): a head larger than
+//   max_header_size, counted from the request line through the empty line that ends it, is
+//   431 (so are trailer fields that long). A body larger than package_max_length: 413,
 //   answered from the head, before the body is read. A malformed request: 400, which includes
 //   every ambiguity that could smuggle a request: Content-Length together with
-//   Transfer-Encoding, two Content-Lengths, `chunked` not the last encoding, a chunk size that
-//   overflows, obs-fold, a bare LF, whitespace before a header's colon. An unknown method: 501
-//   (llhttp knows them all); `Expect` other than 100-continue: 417.
-// - A head that has not arrived header_timeout (10 s) after its first byte (slowloris), a body
-//   that stalls for body_timeout, a keep-alive connection idle for keepalive_timeout: the
-//   connection is closed without a response.
+//   Transfer-Encoding, two Content-Lengths (even equal ones), `chunked` not the last encoding,
+//   a chunk size that overflows, bytes other than CRLF after a chunk's data, obs-fold, a bare
+//   LF, whitespace before a header's colon, an empty or non-token header name, an HTTP/1.1
+//   request without exactly one Host. An unknown method: 501; a version other than HTTP/1.x:
+//   505 (a version llhttp cannot read at all may be 400 or 505); `Expect` other than
+//   100-continue: 417. Which status a request that is wrong in two ways gets can depend on
+//   how its bytes arrive (a malformed head over the limit: 400 or 431).
+// - Timeouts (the connection is closed without a response): a head that has not arrived
+//   header_timeout (10 s) after its first byte (slowloris), a body that stalls for
+//   body_timeout, a response the client does not read for send_timeout, a keep-alive
+//   connection idle for keepalive_timeout (a connection that never sends a byte too).
 // - A handler that throws, or returns without ending its response: if no byte of the response
-//   has gone out, the client gets 500; otherwise the connection is closed (a chunked response
-//   without its last chunk tells the client it is incomplete). An ERROR is logged; the server
-//   goes on.
+//   has gone out, the client gets 500 and the connection stays usable (the request was read
+//   whole); otherwise the connection is closed (a chunked response without its last chunk
+//   tells the client it is incomplete). An ERROR is logged; the server goes on.
 // - A client that goes away mid-response: write()/end()/sendfile() return false and a NOTICE
 //   names the connection (see server.hpp); the handler may go on, its later writes fail fast.
 // - shutdown() (or a WorkerPool worker told to stop): the server stops accepting, requests in
@@ -135,8 +142,8 @@ using Handler = std::function<void(Request&, Response&)>;
 class ServerCore;
 
 struct ServerStats : coring::ServerStats {
-  uint64_t requests = 0;  // responses ended, every status included
-  uint64_t rejected = 0;  // 400, 413, 417, 431, 501 sent by the server itself
+  uint64_t requests = 0;  // responses handlers ended (500s for failed handlers included)
+  uint64_t rejected = 0;  // requests refused by the server itself (400, 413, 417, 431, 501, 505)
 };
 
 class Server {

@@ -31,7 +31,9 @@ struct Exchange {
   std::vector<char> input;
   size_t parsed = 0;
   size_t filled = 0;
-  bool idle = false;  // waiting for the first byte of a request: shutdown closes it
+  bool trailer_too_large = false;  // trailer fields longer than max_header_size
+  long coroutine = 0;              // the one serving the connection
+  bool idle = false;               // waiting for the first byte of a request: shutdown wakes it
 
   std::string_view server_line;  // "Server: coring\r\n", or empty
 

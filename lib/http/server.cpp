@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <exception>
@@ -303,21 +304,40 @@ void ServerCore::make_room(detail::Exchange& exchange, size_t message_start, siz
     }
   } else {
     // In a body: it is copied out as it is parsed, so only the head (the request's views)
-    // stays; the body's bytes after it are reused.
+    // stays; the body's bytes after it are reused. Trailer fields after a chunked body are
+    // views too: once the first has begun, its bytes move to just after the head.
+    size_t trailer_start = exchange.filled;
+    for (const detail::HeaderSpan& header : parser.headers) {
+      if (header.name.offset >= head_end) {
+        trailer_start = std::min<size_t>(trailer_start, header.name.offset);
+      }
+    }
+    size_t trailer_bytes = exchange.filled - trailer_start;
+    if (trailer_bytes > 0) {
+      std::memmove(input.data() + head_end, input.data() + trailer_start, trailer_bytes);
+      auto moved = static_cast<uint32_t>(trailer_start - head_end);
+      for (detail::HeaderSpan& header : parser.headers) {
+        if (header.name.offset < trailer_start) continue;
+        header.name.offset -= moved;
+        if (header.value.length > 0) header.value.offset -= moved;
+      }
+    }
     size_t head_start = parser.head_start;
     if (head_start > 0) {
-      std::memmove(input.data(), input.data() + head_start, head_end - head_start);
+      std::memmove(input.data(), input.data() + head_start, head_end - head_start + trailer_bytes);
       parser.shift(static_cast<uint32_t>(head_start));
     }
     *new_message_start = 0;
     *new_head_end = head_end - head_start;
-    exchange.parsed = exchange.filled = *new_head_end;
+    exchange.parsed = exchange.filled = *new_head_end + trailer_bytes;
+    exchange.trailer_too_large = trailer_bytes > options.max_header_size;
     if (input.size() - exchange.filled < 2048) input.resize(input.size() * 2);
   }
 }
 
 void ServerCore::serve(Connection& connection) {
   detail::Exchange exchange(*this, options, connection);
+  exchange.coroutine = this_coroutine::id();
   Registration registration(*this, exchange);
   detail::RequestParser& parser = exchange.parser;
   size_t message_start = 0;  // where the message being parsed began
@@ -337,6 +357,10 @@ void ServerCore::serve(Connection& connection) {
       bool between_requests = !parser.in_message();
       if (between_requests && stopping) return;
       make_room(exchange, message_start, head_end, &message_start, &head_end);
+      if (exchange.trailer_too_large) {
+        reject(exchange, 431);
+        return;
+      }
       Duration timeout;
       if (between_requests) {
         timeout = options.keepalive_timeout;
@@ -354,6 +378,13 @@ void ServerCore::serve(Connection& connection) {
       ssize_t received = connection.recv(exchange.input.data() + exchange.filled,
                                          exchange.input.size() - exchange.filled, timeout);
       exchange.idle = false;
+      if (received < 0 && between_requests && stopping && connection.error().value() == ECANCELED) {
+        // Woken by close_idle_connections(). A request may have raced the shutdown: serve it
+        // (its response says Connection: close); otherwise the server's graceful close sends
+        // FIN, not the reset a close with unread input would.
+        received = connection.recv(exchange.input.data() + exchange.filled,
+                                   exchange.input.size() - exchange.filled, Duration::zero());
+      }
       if (received <= 0) {
         if (parser.in_message()) {
           coring::detail::log_format(
@@ -411,12 +442,11 @@ void ServerCore::serve(Connection& connection) {
 
 void ServerCore::close_idle_connections() {
   stopping = true;
-  // Closing waits for the reader to leave, and the list changes meanwhile: collect first.
-  std::vector<Connection*> idle;
+  // Each idle connection's coroutine is woken from its read (it then ends the connection,
+  // see serve()); cancel() does not wait, so the list cannot change under the loop.
   for (detail::Exchange* exchange = exchanges; exchange != nullptr; exchange = exchange->next) {
-    if (exchange->idle) idle.push_back(&exchange->connection);
+    if (exchange->idle) coring::cancel(exchange->coroutine);
   }
-  for (Connection* connection : idle) connection->Socket::close();
 }
 
 // ---- Server ------------------------------------------------------------------------------------
