@@ -17,14 +17,18 @@
 //   every ambiguity that could smuggle a request: Content-Length together with
 //   Transfer-Encoding, two Content-Lengths (even equal ones), `chunked` not the last encoding,
 //   a chunk size that overflows, bytes other than CRLF after a chunk's data, obs-fold, a bare
-//   LF, whitespace before a header's colon, an empty or non-token header name, an HTTP/1.1
-//   request without exactly one Host. An unknown method: 501; a version other than HTTP/1.x:
-//   505 (a version llhttp cannot read at all may be 400 or 505); `Expect` other than
-//   100-continue: 417. Which status a request that is wrong in two ways gets can depend on
-//   how its bytes arrive (a malformed head over the limit: 400 or 431).
+//   LF (in the head or in chunked framing), whitespace before a header's colon, an empty or
+//   non-token header name, an HTTP/1.1 request without exactly one Host, Transfer-Encoding in
+//   an HTTP/1.0 request, chunk extensions longer than max_header_size, chunked framing (sizes,
+//   leading zeros, extensions, trailers) longer than package_max_length + max_header_size.
+//   Trailer fields are checked like the head's, then dropped (headers() is the head's). An unknown
+//   method: 501; a version other than HTTP/1.x: 505 (a version llhttp cannot read at all may be 400
+//   or 505); `Expect` other than 100-continue: 417. Which status a request that is wrong in two
+//   ways gets can depend on how its bytes arrive (a malformed head over the limit: 400 or 431).
 // - Timeouts (the connection is closed without a response): a head that has not arrived
 //   header_timeout (10 s) after its first byte (slowloris), a body that stalls for
-//   body_timeout, a response the client does not read for send_timeout, a keep-alive
+//   body_timeout, a response the client stops reading for send_timeout (each wait for
+//   progress, not the whole transfer), a keep-alive
 //   connection idle for keepalive_timeout (a connection that never sends a byte too).
 // - A handler that throws, or returns without ending its response: if no byte of the response
 //   has gone out, the client gets 500 and the connection stays usable (the request was read
@@ -76,7 +80,8 @@ namespace detail {
 struct Exchange;
 }
 
-// What the client asked. Every view stays valid until the handler returns.
+// What the client asked. Every view stays valid until the handler returns; the Request and
+// Response themselves must not be used after it returns (not from another coroutine either).
 class Request {
  public:
   std::string_view method() const noexcept;  // "GET", "POST"...
@@ -157,7 +162,7 @@ class Server {
 
   // The handler for paths under path_prefix: "/" takes everything; "/api" takes "/api" and
   // "/api/..." but not "/apis"; the longest matching prefix wins; nothing matching: 404.
-  // Routes are fixed when start() runs.
+  // Routes are fixed when start() runs: a call after that is ignored, with an ERROR.
   void handle(std::string_view path_prefix, Handler handler);
   // Static files: GET and HEAD of path_prefix + "/x/y" serve directory + "/x/y" (see the header
   // comment for what is refused), with Content-Type by extension, Last-Modified, and 304 for
@@ -165,7 +170,9 @@ class Server {
   // index.html when there is one.
   void serve_directory(std::string_view path_prefix, std::string directory);
 
-  bool start();     // as coring::Server::start()
+  // As coring::Server::start(); once per Server (a second call fails: EBUSY while it runs,
+  // ECANCELED after).
+  bool start();
   void shutdown();  // see the header comment
   uint16_t port() const;
   ServerStats stats() const;

@@ -31,9 +31,11 @@ struct Exchange {
   std::vector<char> input;
   size_t parsed = 0;
   size_t filled = 0;
-  bool trailer_too_large = false;  // trailer fields longer than max_header_size
-  long coroutine = 0;              // the one serving the connection
-  bool idle = false;               // waiting for the first byte of a request: shutdown wakes it
+  bool trailer_too_large = false;
+  bool framing_bare_lf = false;  // a bare LF in chunked framing already dropped  // trailer fields
+                                 // longer than max_header_size
+  long coroutine = 0;            // the one serving the connection
+  bool idle = false;             // waiting for the first byte of a request: shutdown wakes it
 
   std::string_view server_line;  // "Server: coring\r\n", or empty
 
@@ -63,6 +65,8 @@ struct Exchange {
   void append_head(int64_t content_length);
   // Sends output; false (and client_gone) when the client is gone.
   bool flush();
+  // Sends bytes, waiting at most send_timeout for each bit of progress; false on failure.
+  bool send_bytes(const char* data, size_t size);
   // A response ended by end() or sendfile() without a body: counts it and sends the output,
   // unless more pipelined requests wait in the input (then their responses join it).
   bool end_response();

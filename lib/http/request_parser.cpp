@@ -33,6 +33,8 @@ const llhttp_settings_t RequestParser::kSettings = [] {
   settings.on_header_field_complete = &RequestParser::on_header_field_complete;
   settings.on_headers_complete = &RequestParser::on_headers_complete;
   settings.on_body = &RequestParser::on_body;
+  settings.on_chunk_extension_name = &RequestParser::on_chunk_extension;
+  settings.on_chunk_extension_value = &RequestParser::on_chunk_extension;
   settings.on_message_complete = &RequestParser::on_message_complete;
   return settings;
 }();
@@ -43,25 +45,44 @@ RequestParser::RequestParser() {
 }
 
 RequestParser::Event RequestParser::parse(const char* base, size_t from, size_t end,
-                                          size_t max_body, size_t* stopped) {
+                                          size_t max_body, size_t max_framing,
+                                          size_t max_extensions, size_t* stopped) {
   base_ = base;
   max_body_ = max_body;
+  max_extensions_ = max_extensions;
   stopped_at_ = Event::need_more;
+  const bool in_body = in_message_ && head_done_;
+  const size_t body_before = body.size();
   llhttp_errno_t result = llhttp_execute(&parser_, base + from, end - from);
   if (result == HPE_OK) {
     *stopped = end;
-    return Event::need_more;
+  } else {
+    const char* position = llhttp_get_error_pos(&parser_);
+    *stopped = position != nullptr ? static_cast<size_t>(position - base) : end;
   }
-  const char* position = llhttp_get_error_pos(&parser_);
-  *stopped = position != nullptr ? static_cast<size_t>(position - base) : end;
+  if (in_body && result != HPE_USER) {
+    // Chunk sizes (leading zeros have no limit in llhttp), extensions and trailers: bounded,
+    // or a client could stream framing forever within a small body (Node's CVE-2024-22019).
+    framing_bytes_ += (*stopped - from) - (body.size() - body_before);
+    if (framing_bytes_ > max_framing) {
+      error_reason_ = "chunked framing too long";
+      error_status_ = 400;
+      return Event::error;
+    }
+  }
+  if (result == HPE_OK) return Event::need_more;
   if (result == HPE_PAUSED) return stopped_at_;
   if (result == HPE_PAUSED_UPGRADE) {
     // An Upgrade request is answered like any other (no protocol switch is offered); the
     // connection closes after it, as the bytes after it belong to the other protocol.
     return Event::message_complete;
   }
-  error_reason_ = llhttp_get_error_reason(&parser_);
-  error_status_ = body_too_large_ ? 413 : status_for(result);
+  error_reason_ = framing_too_large_ ? "chunk extensions too long"
+                  : bare_lf_         ? "a bare LF in chunked framing"
+                                     : llhttp_get_error_reason(&parser_);
+  error_status_ = body_too_large_                    ? 413
+                  : (framing_too_large_ || bare_lf_) ? 400
+                                                     : status_for(result);
   return Event::error;
 }
 
@@ -72,6 +93,10 @@ void RequestParser::shift(uint32_t by) noexcept {
     header.value.offset -= by;
   }
   head_start -= by;
+}
+
+void RequestParser::release_large_body() noexcept {
+  if (body.capacity() > kKeptBodyCapacity) std::string().swap(body);
 }
 
 std::string_view RequestParser::method() const noexcept {
@@ -99,6 +124,11 @@ int RequestParser::on_message_begin(llhttp_t* parser) {
   me->in_message_ = true;
   me->head_done_ = false;
   me->body_too_large_ = false;
+  me->framing_too_large_ = false;
+  me->bare_lf_ = false;
+  me->framing_bytes_ = 0;
+  me->extension_bytes_ = 0;
+  me->head_header_count = 0;
   me->field_done_ = false;
   me->url = {};
   me->headers.clear();
@@ -158,6 +188,7 @@ int RequestParser::on_headers_complete(llhttp_t* parser) {
     }
   }
   me->head_done_ = true;
+  me->head_header_count = me->headers.size();
   me->stopped_at_ = Event::head_complete;
   return HPE_PAUSED;  // the caller checks the head before any body byte is parsed
 }
@@ -168,7 +199,26 @@ int RequestParser::on_body(llhttp_t* parser, const char* at, size_t length) {
     me->body_too_large_ = true;
     return -1;
   }
+  // The framing since the last data (CRLF, a chunk size line): llhttp takes a bare LF there.
+  const char* framing = me->base_ + me->body_scan_from;
+  for (const char* p = framing; p < at; ++p) {
+    if (*p == '\n' && (p == framing || p[-1] != '\r')) {
+      me->bare_lf_ = true;
+      return -1;
+    }
+  }
   me->body.append(at, length);
+  me->body_scan_from = static_cast<uint32_t>(at - me->base_ + length);
+  return 0;
+}
+
+int RequestParser::on_chunk_extension(llhttp_t* parser, const char* /*at*/, size_t length) {
+  RequestParser* me = self(parser);
+  me->extension_bytes_ += length;
+  if (me->extension_bytes_ > me->max_extensions_) {
+    me->framing_too_large_ = true;
+    return -1;
+  }
   return 0;
 }
 

@@ -44,7 +44,10 @@ class RequestParser {
   // Parses base[from, end). *stopped: where it stopped (end, unless an event stopped it
   // earlier; for error, where the error is). max_body: a body growing past it is an error
   // (status() 413).
-  Event parse(const char* base, size_t from, size_t end, size_t max_body, size_t* stopped);
+  // max_framing: the bytes a chunked body may spend on anything but data (sizes, extensions,
+  // trailers); past it, or with chunk extensions longer than max_extensions, an error (400).
+  Event parse(const char* base, size_t from, size_t end, size_t max_body, size_t max_framing,
+              size_t max_extensions, size_t* stopped);
   // After head_complete or message_complete: go on with the next parse().
   void resume() noexcept { llhttp_resume(&parser_); }
 
@@ -65,9 +68,14 @@ class RequestParser {
   bool has_body() const noexcept;  // a Content-Length above 0, or chunked
   uint64_t content_length() const noexcept { return parser_.content_length; }
   bool chunked() const noexcept { return (parser_.flags & F_CHUNKED) != 0; }
+  bool has_transfer_encoding() const noexcept { return (parser_.flags & F_TRANSFER_ENCODING) != 0; }
+  // Between requests: a large body's buffer is given back.
+  void release_large_body() noexcept;
   bool is_head_method() const noexcept { return parser_.method == HTTP_HEAD; }
   Span url;
-  std::vector<HeaderSpan> headers;
+  std::vector<HeaderSpan> headers;  // the head's, then (until the caller drops them) trailers
+  size_t head_header_count = 0;     // how many of headers are the head's
+  uint32_t body_scan_from = 0;      // where the chunked framing not yet checked begins
   std::string body;
   uint32_t head_start = 0;  // where the request line begins
 
@@ -83,6 +91,7 @@ class RequestParser {
   static int on_header_field_complete(llhttp_t* parser);
   static int on_headers_complete(llhttp_t* parser);
   static int on_body(llhttp_t* parser, const char* at, size_t length);
+  static int on_chunk_extension(llhttp_t* parser, const char* at, size_t length);
   static int on_message_complete(llhttp_t* parser);
   static const llhttp_settings_t kSettings;
 
@@ -94,6 +103,11 @@ class RequestParser {
   bool in_message_ = false;
   bool head_done_ = false;
   bool body_too_large_ = false;
+  bool framing_too_large_ = false;
+  bool bare_lf_ = false;
+  size_t max_extensions_ = 0;
+  size_t framing_bytes_ = 0;
+  size_t extension_bytes_ = 0;
   bool field_done_ = false;  // the last header's name is complete
   Event stopped_at_ = Event::need_more;
   int error_status_ = 0;

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cstring>
@@ -19,6 +20,8 @@ namespace {
 // A response body this large is not copied into the output buffer: the gathered output goes
 // first, then the body from the caller's memory.
 constexpr size_t kCopyLimit = 64 * 1024;
+// sendfile() moves a file in pieces this large, each with its own send_timeout.
+constexpr uint64_t kSendPiece = 1024 * 1024;
 
 // "HTTP/1.1 200 OK\r\n" for every code with a standard reason, rendered once.
 const std::string& status_line(int code) {
@@ -129,8 +132,7 @@ bool Exchange::flush() {
     return false;
   }
   if (output.empty()) return true;
-  ssize_t sent = connection.send_all(output.data(), output.size(), options.send_timeout);
-  bool whole = sent == static_cast<ssize_t>(output.size());
+  bool whole = send_bytes(output.data(), output.size());
   // As for request bodies: a connection does not keep a large response's buffer.
   if (output.capacity() > kCopyLimit * 4) std::string().swap(output);
   output.clear();
@@ -139,6 +141,18 @@ bool Exchange::flush() {
     close_after = true;
   }
   return whole;
+}
+
+bool Exchange::send_bytes(const char* data, size_t size) {
+  // send_timeout bounds each wait for progress, not the whole response: a large body to a slow
+  // reader is not cut off, one that stops reading is.
+  size_t sent = 0;
+  while (sent < size) {
+    ssize_t n = connection.send(data + sent, size - sent, options.send_timeout);
+    if (n <= 0) return false;
+    sent += static_cast<size_t>(n);
+  }
+  return true;
 }
 
 bool Exchange::end_response() {
@@ -248,9 +262,7 @@ bool Response::end(std::string_view body) {
     // Large: the head (and what was gathered before it) first, then the body where it is.
     bool sent = exchange->flush() && !exchange->client_gone;
     if (sent) {
-      ssize_t n =
-          exchange->connection.send_all(body.data(), body.size(), exchange->options.send_timeout);
-      sent = n == static_cast<ssize_t>(body.size());
+      sent = exchange->send_bytes(body.data(), body.size());
       if (!sent) {
         exchange->client_gone = true;
         exchange->close_after = true;
@@ -294,16 +306,27 @@ bool Response::sendfile(int file_fd, uint64_t offset, uint64_t length) {
   if (!send_body || length == 0) return exchange->end_response();
   bool sent = exchange->flush();
   if (sent) {
-    ssize_t n =
-        exchange->connection.sendfile(file_fd, static_cast<int64_t>(offset),
-                                      static_cast<size_t>(length), exchange->options.send_timeout);
-    sent = n == static_cast<ssize_t>(length);
+    // In pieces, each with send_timeout of its own: the timeout is for a client that stops
+    // reading, not for a large file.
+    uint64_t done = 0;
+    ssize_t n = 1;
+    while (done < length && n > 0) {
+      size_t piece = static_cast<size_t>(std::min<uint64_t>(length - done, detail::kSendPiece));
+      n = exchange->connection.sendfile(file_fd, static_cast<int64_t>(offset + done), piece,
+                                        exchange->options.send_timeout);
+      if (n > 0) done += static_cast<uint64_t>(n);
+      if (n >= 0 && static_cast<size_t>(n) < piece) break;
+    }
+    sent = done == length;
     if (!sent) {
-      // Gone, or the file shrank under us: either way the response cannot be completed.
+      // Gone, too slow, or the file shrank under us: the response cannot be completed.
+      int error = exchange->connection.error().value();
       coring::detail::log_format(
-          LogLevel::notice, "sendfile of %llu bytes to connection#%ld failed: %s",
+          LogLevel::notice, "sendfile of %llu bytes to connection#%ld failed after %llu: %s",
           static_cast<unsigned long long>(length), exchange->connection.id(),
-          n < 0 ? std::string(exchange->connection.error_message()).c_str() : "the file shrank");
+          static_cast<unsigned long long>(done),
+          error != 0 ? std::string(exchange->connection.error_message()).c_str()
+                     : "the file shrank");
       exchange->client_gone = true;
       exchange->close_after = true;
     }

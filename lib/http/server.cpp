@@ -42,6 +42,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   std::vector<Route> routes;
   std::string server_line;
   bool stopping = false;
+  bool started = false;  // start() was called: routes are fixed
   uint64_t requests = 0;
   uint64_t rejected = 0;
   detail::Exchange* exchanges = nullptr;  // every open connection's, linked through next
@@ -51,6 +52,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   void answer(detail::Exchange& exchange);
   void reject(detail::Exchange& exchange, int status);
   bool head_is_acceptable(detail::Exchange& exchange, size_t head_end, int* status);
+  int message_end_status(detail::Exchange& exchange);
   void make_room(detail::Exchange& exchange, size_t message_start, size_t head_end,
                  size_t* new_message_start, size_t* new_head_end);
   void close_idle_connections();
@@ -92,6 +94,16 @@ bool is_token_char(unsigned char c) noexcept {
     return allowed;
   }();
   return table[c];
+}
+
+// A LF not preceded by CR in base[from, to).
+bool has_bare_lf(const char* base, size_t from, size_t to) noexcept {
+  for (const char* line_feed = base + from;
+       (line_feed = static_cast<const char*>(std::memchr(line_feed, '\n', base + to - line_feed)));
+       ++line_feed) {
+    if (line_feed == base + from || line_feed[-1] != '\r') return true;
+  }
+  return false;
 }
 
 // The smallest input buffer that can hold a head one byte over the limit, so that the limit,
@@ -146,6 +158,19 @@ bool ServerCore::head_is_acceptable(detail::Exchange& exchange, size_t head_end,
     return false;
   }
   const char* base = exchange.base();
+  // llhttp also reads RTSP/1.0 and ICE/1.0 as version 1.0.
+  std::string_view after_target(base + parser.url.offset + parser.url.length,
+                                head_end - (parser.url.offset + parser.url.length));
+  if (after_target.substr(0, 6) != " HTTP/") {
+    *status = 505;
+    return false;
+  }
+  // RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 request is faulty framing (an HTTP/1.0
+  // hop in front would not have read it as chunked).
+  if (parser.version_minor() == 0 && parser.has_transfer_encoding()) {
+    *status = 400;
+    return false;
+  }
   // What llhttp 8 lets through even in strict mode: a bare LF (here the one ending the head)
   // and header names that are empty or not tokens. A proxy in front may read those otherwise.
   *status = 400;
@@ -202,6 +227,32 @@ bool ServerCore::head_is_acceptable(detail::Exchange& exchange, size_t head_end,
     }
   }
   return true;
+}
+
+int ServerCore::message_end_status(detail::Exchange& exchange) {
+  detail::RequestParser& parser = exchange.parser;
+  if (!parser.chunked()) return 0;
+  const char* base = exchange.base();
+  // The last chunk and trailers: CRLF line ends only (llhttp takes "0\r\n\n").
+  if (exchange.framing_bare_lf || has_bare_lf(base, parser.body_scan_from, exchange.parsed)) {
+    return 400;
+  }
+  if (parser.headers.size() > parser.head_header_count) {
+    // Trailer fields: checked like the head's, bounded like it, then dropped: they are not
+    // the head's fields (RFC 9110 6.5.1), and a proxy in front may not have looked at them.
+    size_t first = parser.headers[parser.head_header_count].name.offset;
+    if (exchange.parsed - first > options.max_header_size) return 431;
+    for (size_t i = parser.head_header_count; i < parser.headers.size(); ++i) {
+      std::string_view name = parser.headers[i].name.in(base);
+      std::string_view value = parser.headers[i].value.in(base);
+      if (name.empty() || std::memchr(value.data(), '\n', value.size()) != nullptr) return 400;
+      for (char c : name) {
+        if (!is_token_char(static_cast<unsigned char>(c))) return 400;
+      }
+    }
+    parser.headers.resize(parser.head_header_count);
+  }
+  return 0;
 }
 
 void ServerCore::reject(detail::Exchange& exchange, int status) {
@@ -281,8 +332,10 @@ void ServerCore::make_room(detail::Exchange& exchange, size_t message_start, siz
   detail::RequestParser& parser = exchange.parser;
   std::vector<char>& input = exchange.input;
   if (!parser.in_message()) {
-    // Everything parsed and answered: start over at the front, in a buffer of the usual size.
+    // Everything parsed and answered: start over at the front, in a buffer of the usual size,
+    // without the last request's body if it was large (an idle connection holds no more).
     exchange.parsed = exchange.filled = 0;
+    parser.release_large_body();
     if (input.size() > kInputSize) {
       input.resize(kInputSize);
       input.shrink_to_fit();
@@ -306,6 +359,11 @@ void ServerCore::make_room(detail::Exchange& exchange, size_t message_start, siz
     // In a body: it is copied out as it is parsed, so only the head (the request's views)
     // stays; the body's bytes after it are reused. Trailer fields after a chunked body are
     // views too: once the first has begun, its bytes move to just after the head.
+    // The framing about to be dropped is checked first (llhttp takes a bare LF there).
+    if (has_bare_lf(exchange.base(), parser.body_scan_from, exchange.filled)) {
+      exchange.framing_bare_lf = true;
+    }
+    const bool ends_with_cr = exchange.filled > 0 && input[exchange.filled - 1] == '\r';
     size_t trailer_start = exchange.filled;
     for (const detail::HeaderSpan& header : parser.headers) {
       if (header.name.offset >= head_end) {
@@ -330,6 +388,12 @@ void ServerCore::make_room(detail::Exchange& exchange, size_t message_start, siz
     *new_message_start = 0;
     *new_head_end = head_end - head_start;
     exchange.parsed = exchange.filled = *new_head_end + trailer_bytes;
+    parser.body_scan_from = static_cast<uint32_t>(*new_head_end);
+    if (trailer_bytes == 0 && ends_with_cr) {
+      // A CRLF that a read split: its CR stays, so that the LF after it is not a bare one.
+      input[exchange.filled] = '\r';
+      exchange.parsed = ++exchange.filled;
+    }
     exchange.trailer_too_large = trailer_bytes > options.max_header_size;
     if (input.size() - exchange.filled < 2048) input.resize(input.size() * 2);
   }
@@ -355,10 +419,13 @@ void ServerCore::serve(Connection& connection) {
     if (exchange.parsed == exchange.filled && !parse_again) {
       if (!exchange.flush() || exchange.close_after) return;
       bool between_requests = !parser.in_message();
-      if (between_requests && stopping) return;
       make_room(exchange, message_start, head_end, &message_start, &head_end);
       if (exchange.trailer_too_large) {
         reject(exchange, 431);
+        return;
+      }
+      if (exchange.framing_bare_lf) {
+        reject(exchange, 400);
         return;
       }
       Duration timeout;
@@ -374,6 +441,10 @@ void ServerCore::serve(Connection& connection) {
       } else {
         timeout = options.body_timeout;
       }
+      // Stopping, between requests: a request already here (one that raced the shutdown, or
+      // the first of a connection accepted just before it) is served; none, and the
+      // connection ends.
+      if (between_requests && stopping) timeout = Duration::zero();
       exchange.idle = between_requests;
       ssize_t received = connection.recv(exchange.input.data() + exchange.filled,
                                          exchange.input.size() - exchange.filled, timeout);
@@ -398,8 +469,9 @@ void ServerCore::serve(Connection& connection) {
     }
     parse_again = false;
     size_t stopped = exchange.parsed;
-    auto event = parser.parse(exchange.base(), exchange.parsed, exchange.filled,
-                              options.package_max_length, &stopped);
+    auto event = parser.parse(
+        exchange.base(), exchange.parsed, exchange.filled, options.package_max_length,
+        options.package_max_length + options.max_header_size, options.max_header_size, &stopped);
     exchange.parsed = stopped;
     switch (event) {
       case detail::RequestParser::Event::need_more:
@@ -419,11 +491,17 @@ void ServerCore::serve(Connection& connection) {
           reject(exchange, status);
           return;
         }
+        parser.body_scan_from = static_cast<uint32_t>(head_end);
         parser.resume();
         parse_again = true;
         break;
       }
-      case detail::RequestParser::Event::message_complete:
+      case detail::RequestParser::Event::message_complete: {
+        int status = message_end_status(exchange);
+        if (status != 0) {
+          reject(exchange, status);
+          return;
+        }
         message_start = exchange.parsed;
         answer(exchange);
         if (exchange.close_after) {
@@ -433,6 +511,7 @@ void ServerCore::serve(Connection& connection) {
         parser.resume();
         head_deadline_set = false;  // the next pipelined request's head has its own
         break;
+      }
       case detail::RequestParser::Event::error:
         reject(exchange, parser.error_status());
         return;
@@ -460,6 +539,14 @@ Server::Server(int listening_fd, ServerOptions options)
 Server::~Server() = default;
 
 void Server::handle(std::string_view path_prefix, Handler handler) {
+  if (core_->started) {
+    // Handlers may be running: the route table they were found in must not move.
+    coring::detail::log_format(LogLevel::error,
+                               "http::Server::handle(%.*s) after start(): routes are fixed once "
+                               "the server starts; ignored",
+                               static_cast<int>(path_prefix.size()), path_prefix.data());
+    return;
+  }
   std::string prefix(path_prefix);
   if (prefix.empty()) prefix = "/";
   for (ServerCore::Route& route : core_->routes) {
@@ -479,6 +566,10 @@ void Server::serve_directory(std::string_view path_prefix, std::string directory
 
 bool Server::start() {
   std::shared_ptr<ServerCore> core = core_;
+  // Started before (running, or ended): the TCP server says why it refuses (EBUSY,
+  // ECANCELED); nothing running may be touched.
+  if (core->started) return core->tcp.start();
+  core->started = true;
   std::stable_sort(core->routes.begin(), core->routes.end(),
                    [](const ServerCore::Route& a, const ServerCore::Route& b) {
                      return a.prefix.size() > b.prefix.size();
@@ -491,9 +582,11 @@ bool Server::start() {
   core->tcp.handle([core](Connection& connection) { core->serve(connection); });
   core->tcp.on_stop([raw = core.get()] { raw->close_idle_connections(); });
   coring::detail::set_counts_requests(core->tcp, false);
-  bool started = core->tcp.start();
-  core->tcp.handle(nullptr);
-  return started;
+  struct DropHandler {  // also when start() is unwound
+    coring::Server& tcp;
+    ~DropHandler() { tcp.handle(nullptr); }
+  } drop{core->tcp};
+  return core->tcp.start();
 }
 
 void Server::shutdown() {

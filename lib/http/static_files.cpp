@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -80,21 +81,34 @@ void not_found(Response& response) {
 }
 
 // The percent-decoded path below the prefix as a relative path ("a/b.txt"; "." for the
-// directory itself), or false when it must not be served.
+// directory itself), or false when it must not be served. Only one spelling of a path is
+// served: routes are matched on the raw path, so "/static/./private" or "/static/%70rivate"
+// must not reach a file that a route for "/static/private" guards. Refused: "." and ".."
+// segments, empty segments (but a trailing '/'), and escapes of what needs none (letters,
+// digits, "-._~" and '/'), besides NUL bytes and malformed escapes.
 bool relative_path(std::string_view rest, std::string& relative) {
   std::string decoded;
   if (!percent_decode(rest, decoded, false)) return false;
   if (decoded.find('\0') != std::string::npos) return false;
+  for (size_t i = 0; i + 2 < rest.size(); ++i) {
+    if (rest[i] != '%') continue;
+    std::string one;
+    if (!percent_decode(rest.substr(i, 3), one, false)) return false;
+    unsigned char c = static_cast<unsigned char>(one[0]);
+    if (std::isalnum(c) || std::strchr("-._~/", c) != nullptr) return false;
+  }
   std::string_view path = decoded;
   if (!path.empty() && path.front() == '/') path.remove_prefix(1);
-  if (!path.empty() && path.front() == '/') return false;  // absolute after decoding
   relative.clear();
   while (!path.empty()) {
     size_t slash = path.find('/');
     std::string_view segment = path.substr(0, slash);
     path = slash == std::string_view::npos ? std::string_view() : path.substr(slash + 1);
-    if (segment.empty() || segment == ".") continue;
-    if (segment == "..") return false;
+    if (segment.empty()) {
+      if (path.empty() && slash != std::string_view::npos) break;  // a trailing '/'
+      return false;  // "//": an absolute path after the prefix, or an empty segment
+    }
+    if (segment == "." || segment == "..") return false;
     if (!relative.empty()) relative += '/';
     relative.append(segment);
   }
