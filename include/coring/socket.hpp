@@ -113,7 +113,9 @@ class Socket {
   // Sends count bytes of an open file from offset, the kernel copying them (sendfile(2)); a
   // stream socket only. Returns as send_all(); fewer bytes with error() 0 when the file ends
   // first. A negative offset or a file_fd that sendfile cannot read: -1 with EINVAL or EBADF.
-  // (Reading a file that is not in the page cache blocks the thread, as in nginx.)
+  // (Reading a file that is not in the page cache blocks the thread, as in nginx. sendfile(2)
+  // has no MSG_NOSIGNAL: a peer that reset the connection raises SIGPIPE, which coring ignores
+  // unless the application installed a handler of its own, see the header comment.)
   ssize_t sendfile(int file_fd, int64_t offset, size_t count, Duration timeout = kDefaultTimeout);
   // One packet framed by set_protocol(). The view points into the socket's own buffer and stays
   // valid until the next read call on this socket. An empty view means the peer closed between
