@@ -3,8 +3,11 @@
 # else. Idempotent: when everything is present it only runs dpkg-query and exits 0; it runs
 # `apt-get update` only when something is missing. Needs root (or sudo) only in that case.
 #
-# Exit status: 0 when every package is installed at the end, 1 otherwise (with one line on
-# stderr that says why). Works as root, and as a user with sudo (DEBIAN_FRONTEND is passed
+# Exit status: 0 when nothing was missing or apt-get installed what was, 1 otherwise (with
+# one line on stderr that says why). apt-get's own status decides: when it reports success
+# but dpkg-query still does not list a package (a name dpkg knows under another spelling, a
+# wrapped or stubbed apt-get), deps.sh says so on stderr and exits 0; the build that needs the
+# package then names what is missing. Works as root, and as a user with sudo (DEBIAN_FRONTEND is passed
 # through sudo, which drops exported variables). Where a policy-rc.d already exists (every
 # Debian Docker image ships one) it is left alone; otherwise one is put in place for the
 # duration of the install, so that nginx's package does not start the system service.
@@ -24,8 +27,9 @@ packages=(
 missing_packages() {
   local package status
   for package in "${packages[@]}"; do
-    status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$package" 2>/dev/null || true)
-    [[ $status == ii* ]] || echo "$package"
+    # Both the short and the long form of the status: "ii " or "install ok installed".
+    status=$(dpkg-query -W -f='${db:Status-Abbrev}|${Status}' "$package" 2>/dev/null || true)
+    [[ $status == ii* || $status == *"install ok installed"* ]] || echo "$package"
   done
 }
 
@@ -62,7 +66,7 @@ fi
 
 mapfile -t still_missing < <(missing_packages)
 if ((${#still_missing[@]} > 0)); then
-  echo "deps: still missing after apt-get install: ${still_missing[*]}" >&2
-  exit 1
+  echo "deps: apt-get reported success, but dpkg-query does not list ${still_missing[*]} as" \
+    "installed" >&2
 fi
 exit 0

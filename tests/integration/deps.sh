@@ -33,7 +33,9 @@ make_stubs() {
   cat >"$dir/dpkg-query" <<'EOF'
 #!/usr/bin/env bash
 package=${!#}
-grep -qx "$package" "$STATE" && printf 'ii ' || exit 1
+# DPKG_LONG: answer with the long status, as a dpkg-query that ignores -f would.
+grep -qx "$package" "$STATE" || exit 1
+[[ -n ${DPKG_LONG:-} ]] && printf 'install ok installed' || printf 'ii '
 EOF
   cat >"$dir/apt-get" <<'EOF'
 #!/usr/bin/env bash
@@ -41,7 +43,8 @@ policy="absent"
 [[ -x $POLICY ]] && policy="$(cat "$POLICY" | grep -c 'exit 101') exit-101-lines"
 echo "apt-get $* | DEBIAN_FRONTEND=${DEBIAN_FRONTEND:-unset} | policy: $policy | uid: ${FAKE_UID:-unset}" >>"$LOG"
 [[ -n ${APT_FAIL:-} && $1 == install ]] && exit 100
-if [[ $1 == install ]]; then
+# APT_NOOP: succeeds without dpkg-query seeing the result (a wrapped or stubbed apt-get).
+if [[ $1 == install && -z ${APT_NOOP:-} ]]; then
   for arg in "$@"; do [[ $arg == -* || $arg == install ]] || echo "$arg" >>"$STATE"; done
 fi
 exit 0
@@ -75,6 +78,10 @@ scenario() {
     # Every package deps.sh asks for (the list is read from the script itself).
     sed -n '/^packages=(/,/^)/p' "$deps" | grep -v '^ *#' | tr ' ()' '\n\n\n' |
       grep -E '^[a-z0-9][a-z0-9.+-]+$' | grep -v '^packages$' >"$case_dir/state"
+  elif [[ $installed == all-but-one ]]; then
+    # A machine that has everything but one package (the one a newer checkout added).
+    sed -n '/^packages=(/,/^)/p' "$deps" | grep -v '^ *#' | tr ' ()' '\n\n\n' |
+      grep -E '^[a-z0-9][a-z0-9.+-]+$' | grep -v '^packages$' | sed '$d' >"$case_dir/state"
   else
     echo g++ >"$case_dir/state"
   fi
@@ -86,6 +93,7 @@ scenario() {
   fi
   env -i PATH="$case_dir/bin:$tools" HOME="$case_dir" STATE="$case_dir/state" \
     LOG="$case_dir/log" POLICY="$policy_file" FAKE_UID="$uid" APT_FAIL="${APT_FAIL:-}" \
+    APT_NOOP="${APT_NOOP:-}" DPKG_LONG="${DPKG_LONG:-}" \
     CORING_POLICY_RC_D="$policy_file" bash "$deps" >"$case_dir/stdout" 2>"$case_dir/stderr"
   status=$?
 }
@@ -149,6 +157,18 @@ check "non-root, everything installed: exit 0 without apt-get or sudo" \
 scenario root-all-installed 0 no present all
 check "root, everything installed, policy there: exit 0, nothing touched" \
   eval 'exit_is 0 && no_apt_calls && policy_kept'
+
+scenario docker-one-missing 0 no present all-but-one
+check "root, policy-rc.d there, one package missing (Docker, new checkout): exit 0, one install" \
+  eval 'exit_is 0 && policy_kept && [[ $(grep -c "^apt-get install" "$case_dir/log") == 1 ]]'
+
+DPKG_LONG=1 scenario docker-long-status 0 no present all-but-one
+check "dpkg-query answering 'install ok installed': installed is installed, exit 0" \
+  eval 'exit_is 0 && policy_kept'
+
+APT_NOOP=1 scenario docker-apt-noop 0 no present all-but-one
+check "apt-get succeeds but dpkg-query does not see it: exit 0 (apt-get decides), a warning" \
+  eval 'exit_is 0 && policy_kept && grep -q "apt-get reported success" "$case_dir/stderr"'
 
 APT_FAIL=1 scenario root-apt-fails 0 no absent some
 check "apt-get install fails: exit non-zero, and the policy file deps.sh made is removed" \
