@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "coring/http_server.hpp"
+#include "http/http_text.hpp"
 #include "http/request_parser.hpp"
 
 namespace coring::http {
@@ -31,11 +32,8 @@ struct Exchange {
   std::vector<char> input;
   size_t parsed = 0;
   size_t filled = 0;
-  bool trailer_too_large = false;
-  bool framing_bare_lf = false;  // a bare LF in chunked framing already dropped  // trailer fields
-                                 // longer than max_header_size
-  long coroutine = 0;            // the one serving the connection
-  bool idle = false;             // waiting for the first byte of a request: shutdown wakes it
+  long coroutine = 0;  // the one serving the connection
+  bool idle = false;   // waiting for the first byte of a request: shutdown wakes it
 
   std::string_view server_line;  // "Server: coring\r\n", or empty
 
@@ -78,17 +76,6 @@ struct Exchange {
   Exchange* next = nullptr;  // the server's list of open connections
   Exchange* previous = nullptr;
 };
-
-// "Sun, 06 Nov 1994 08:49:37 GMT" for the current second (rendered once a second per thread).
-std::string_view http_date_now() noexcept;
-// The same format for any time; 29 characters into out.
-void format_http_date(int64_t seconds, char out[29]) noexcept;
-// An IMF-fixdate (or the obsolete RFC 850 / asctime forms) to seconds; -1 when malformed.
-int64_t parse_http_date(std::string_view text) noexcept;
-// Percent-decoding (plus_is_space: '+' in a query); false for a malformed escape.
-bool percent_decode(std::string_view in, std::string& out, bool plus_is_space);
-// Content-Type for a file name's extension; "application/octet-stream" when unknown.
-std::string_view content_type_for(std::string_view path) noexcept;
 
 }  // namespace detail
 }  // namespace coring::http

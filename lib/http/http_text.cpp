@@ -1,115 +1,84 @@
 // The text of HTTP that does not depend on a connection: reason phrases, dates, media types,
 // percent-decoding.
+#include "http/http_text.hpp"
+
+#include <strings.h>
 #include <time.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
+#include <iterator>
 
-#include "http/exchange.hpp"
+#include "coring/http_server.hpp"
 
 namespace coring::http {
 
+namespace {
+
+// RFC 9110 section 15 (418, 421-451 from their RFCs), sorted by code.
+struct Reason {
+  int code;
+  std::string_view text;
+};
+constexpr Reason kReasons[] = {
+    {100, "Continue"},
+    {101, "Switching Protocols"},
+    {200, "OK"},
+    {201, "Created"},
+    {202, "Accepted"},
+    {203, "Non-Authoritative Information"},
+    {204, "No Content"},
+    {205, "Reset Content"},
+    {206, "Partial Content"},
+    {300, "Multiple Choices"},
+    {301, "Moved Permanently"},
+    {302, "Found"},
+    {303, "See Other"},
+    {304, "Not Modified"},
+    {307, "Temporary Redirect"},
+    {308, "Permanent Redirect"},
+    {400, "Bad Request"},
+    {401, "Unauthorized"},
+    {402, "Payment Required"},
+    {403, "Forbidden"},
+    {404, "Not Found"},
+    {405, "Method Not Allowed"},
+    {406, "Not Acceptable"},
+    {408, "Request Timeout"},
+    {409, "Conflict"},
+    {410, "Gone"},
+    {411, "Length Required"},
+    {412, "Precondition Failed"},
+    {413, "Content Too Large"},
+    {414, "URI Too Long"},
+    {415, "Unsupported Media Type"},
+    {416, "Range Not Satisfiable"},
+    {417, "Expectation Failed"},
+    {418, "I'm a teapot"},
+    {421, "Misdirected Request"},
+    {422, "Unprocessable Content"},
+    {425, "Too Early"},
+    {426, "Upgrade Required"},
+    {428, "Precondition Required"},
+    {429, "Too Many Requests"},
+    {431, "Request Header Fields Too Large"},
+    {451, "Unavailable For Legal Reasons"},
+    {500, "Internal Server Error"},
+    {501, "Not Implemented"},
+    {502, "Bad Gateway"},
+    {503, "Service Unavailable"},
+    {504, "Gateway Timeout"},
+    {505, "HTTP Version Not Supported"},
+};
+
+}  // namespace
+
 std::string_view reason_phrase(int code) noexcept {
-  switch (code) {
-    case 100:
-      return "Continue";
-    case 101:
-      return "Switching Protocols";
-    case 200:
-      return "OK";
-    case 201:
-      return "Created";
-    case 202:
-      return "Accepted";
-    case 203:
-      return "Non-Authoritative Information";
-    case 204:
-      return "No Content";
-    case 205:
-      return "Reset Content";
-    case 206:
-      return "Partial Content";
-    case 300:
-      return "Multiple Choices";
-    case 301:
-      return "Moved Permanently";
-    case 302:
-      return "Found";
-    case 303:
-      return "See Other";
-    case 304:
-      return "Not Modified";
-    case 307:
-      return "Temporary Redirect";
-    case 308:
-      return "Permanent Redirect";
-    case 400:
-      return "Bad Request";
-    case 401:
-      return "Unauthorized";
-    case 402:
-      return "Payment Required";
-    case 403:
-      return "Forbidden";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 406:
-      return "Not Acceptable";
-    case 408:
-      return "Request Timeout";
-    case 409:
-      return "Conflict";
-    case 410:
-      return "Gone";
-    case 411:
-      return "Length Required";
-    case 412:
-      return "Precondition Failed";
-    case 413:
-      return "Content Too Large";
-    case 414:
-      return "URI Too Long";
-    case 415:
-      return "Unsupported Media Type";
-    case 416:
-      return "Range Not Satisfiable";
-    case 417:
-      return "Expectation Failed";
-    case 418:
-      return "I'm a teapot";
-    case 421:
-      return "Misdirected Request";
-    case 422:
-      return "Unprocessable Content";
-    case 425:
-      return "Too Early";
-    case 426:
-      return "Upgrade Required";
-    case 428:
-      return "Precondition Required";
-    case 429:
-      return "Too Many Requests";
-    case 431:
-      return "Request Header Fields Too Large";
-    case 451:
-      return "Unavailable For Legal Reasons";
-    case 500:
-      return "Internal Server Error";
-    case 501:
-      return "Not Implemented";
-    case 502:
-      return "Bad Gateway";
-    case 503:
-      return "Service Unavailable";
-    case 504:
-      return "Gateway Timeout";
-    case 505:
-      return "HTTP Version Not Supported";
-    default:
-      return "";
-  }
+  const Reason* end = std::end(kReasons);
+  const Reason* found = std::lower_bound(std::begin(kReasons), end, code,
+                                         [](const Reason& r, int c) { return r.code < c; });
+  return found != end && found->code == code ? found->text : std::string_view();
 }
 
 namespace detail {
@@ -149,14 +118,49 @@ bool parse_clock(std::string_view text, int* hour, int* minute, int* second) noe
          parse_number(text.substr(6, 2), second) && *hour < 24 && *minute < 60 && *second < 61;
 }
 
+}  // namespace
+
+bool same_name(std::string_view a, std::string_view b) noexcept {
+  return a.size() == b.size() && ::strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+bool is_token(std::string_view text) noexcept {
+  static const auto table = [] {
+    std::array<bool, 256> allowed{};
+    for (int c = '0'; c <= '9'; ++c) allowed[c] = true;
+    for (int c = 'a'; c <= 'z'; ++c) allowed[c] = true;
+    for (int c = 'A'; c <= 'Z'; ++c) allowed[c] = true;
+    for (char c : std::string_view("!#$%&'*+-.^_`|~")) {
+      allowed[static_cast<unsigned char>(c)] = true;
+    }
+    return allowed;
+  }();
+  if (text.empty()) return false;
+  for (char c : text) {
+    if (!table[static_cast<unsigned char>(c)]) return false;
+  }
+  return true;
+}
+
+bool field_is_acceptable(std::string_view name, std::string_view value) noexcept {
+  return is_token(name) && std::memchr(value.data(), '\n', value.size()) == nullptr;
+}
+
+bool has_bare_lf(const char* from, const char* to) noexcept {
+  for (const char* line_feed = from;
+       (line_feed = static_cast<const char*>(std::memchr(line_feed, '\n', to - line_feed)));
+       ++line_feed) {
+    if (line_feed == from || line_feed[-1] != '\r') return true;
+  }
+  return false;
+}
+
 int hex_value(char c) noexcept {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
 }
-
-}  // namespace
 
 void format_http_date(int64_t seconds, char out[29]) noexcept {
   time_t when = static_cast<time_t>(seconds);

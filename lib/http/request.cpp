@@ -1,14 +1,8 @@
 // coring::http::Request: views of the request an Exchange parsed.
-#include <strings.h>
-
 #include "http/exchange.hpp"
 
 namespace coring::http {
 namespace {
-
-bool same_name(std::string_view a, std::string_view b) noexcept {
-  return a.size() == b.size() && ::strncasecmp(a.data(), b.data(), a.size()) == 0;
-}
 
 std::string_view trim(std::string_view text) noexcept {
   while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
@@ -49,7 +43,7 @@ bool Request::keep_alive() const noexcept {
 std::optional<std::string_view> Request::header(std::string_view name) const noexcept {
   const char* base = exchange_->base();
   for (const detail::HeaderSpan& header : exchange_->parser.headers) {
-    if (same_name(header.name.in(base), name)) return header.value.in(base);
+    if (detail::same_name(header.name.in(base), name)) return header.value.in(base);
   }
   return std::nullopt;
 }
@@ -70,7 +64,7 @@ std::span<const Header> Request::headers() const noexcept {
 std::optional<std::string_view> Request::cookie(std::string_view name) const noexcept {
   const char* base = exchange_->base();
   for (const detail::HeaderSpan& header : exchange_->parser.headers) {
-    if (!same_name(header.name.in(base), "cookie")) continue;
+    if (!detail::same_name(header.name.in(base), "cookie")) continue;
     // "a=1; b=2" (RFC 6265): pairs separated by ';'; the first of a name wins.
     std::string_view rest = header.value.in(base);
     while (!rest.empty()) {

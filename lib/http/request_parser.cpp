@@ -1,5 +1,7 @@
 #include "http/request_parser.hpp"
 
+#include "http/http_text.hpp"
+
 namespace coring::http::detail {
 namespace {
 
@@ -200,12 +202,9 @@ int RequestParser::on_body(llhttp_t* parser, const char* at, size_t length) {
     return -1;
   }
   // The framing since the last data (CRLF, a chunk size line): llhttp takes a bare LF there.
-  const char* framing = me->base_ + me->body_scan_from;
-  for (const char* p = framing; p < at; ++p) {
-    if (*p == '\n' && (p == framing || p[-1] != '\r')) {
-      me->bare_lf_ = true;
-      return -1;
-    }
+  if (has_bare_lf(me->base_ + me->body_scan_from, at)) {
+    me->bare_lf_ = true;
+    return -1;
   }
   me->body.append(at, length);
   me->body_scan_from = static_cast<uint32_t>(at - me->base_ + length);

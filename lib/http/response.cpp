@@ -49,29 +49,11 @@ void append_hex(std::string& out, uint64_t value) {
   out.append(digits, result.ptr);
 }
 
-bool is_token_char(unsigned char c) noexcept {
-  // RFC 9110 tchar
-  if (c >= 'a' && c <= 'z') return true;
-  if (c >= 'A' && c <= 'Z') return true;
-  if (c >= '0' && c <= '9') return true;
-  return std::strchr("!#$%&'*+-.^_`|~", c) != nullptr && c != 0;
-}
-
 bool has_line_break(std::string_view text) noexcept {
   for (char c : text) {
     if (c == '\r' || c == '\n' || c == '\0') return true;
   }
   return false;
-}
-
-bool same_name(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    char c = a[i];
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    if (c != b[i]) return false;
-  }
-  return true;
 }
 
 bool has_no_body(int status) noexcept {
@@ -178,9 +160,8 @@ bool Response::status(int code, std::string_view reason) {
 
 bool Response::header(std::string_view name, std::string_view value) {
   detail::Exchange* exchange = exchange_;
-  if (exchange->head_sent || name.empty() || detail::has_line_break(value)) return false;
-  for (char c : name) {
-    if (!detail::is_token_char(static_cast<unsigned char>(c))) return false;
+  if (exchange->head_sent || !detail::is_token(name) || detail::has_line_break(value)) {
+    return false;
   }
   if (detail::same_name(name, "content-length") || detail::same_name(name, "transfer-encoding") ||
       detail::same_name(name, "date") || detail::same_name(name, "connection")) {

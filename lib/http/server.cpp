@@ -19,8 +19,6 @@
 
 namespace coring::http {
 
-using Clock = std::chrono::steady_clock;
-
 // A connection's input buffer: most request heads fit; a larger one grows it up to
 // max_header_size, a body's reads too, and it shrinks back between requests.
 constexpr size_t kInputSize = 4096;
@@ -53,8 +51,10 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   void reject(detail::Exchange& exchange, int status);
   bool head_is_acceptable(detail::Exchange& exchange, size_t head_end, int* status);
   int message_end_status(detail::Exchange& exchange);
-  void make_room(detail::Exchange& exchange, size_t message_start, size_t head_end,
-                 size_t* new_message_start, size_t* new_head_end);
+  // Makes room for the next read; a status (400, 431) when what it had to look at on the way
+  // refuses the request, else 0.
+  int make_room(detail::Exchange& exchange, size_t message_start, size_t head_end,
+                size_t* new_message_start, size_t* new_head_end);
   void close_idle_connections();
 };
 
@@ -78,45 +78,10 @@ bool Exchange::stopping() const noexcept {
 
 namespace {
 
-bool same_name(std::string_view a, std::string_view b) noexcept {
-  return a.size() == b.size() && ::strncasecmp(a.data(), b.data(), a.size()) == 0;
-}
-
-// RFC 9110 tchar.
-bool is_token_char(unsigned char c) noexcept {
-  static const auto table = [] {
-    std::array<bool, 256> allowed{};
-    for (int c = '0'; c <= '9'; ++c) allowed[c] = true;
-    for (int c = 'a'; c <= 'z'; ++c) allowed[c] = true;
-    for (int c = 'A'; c <= 'Z'; ++c) allowed[c] = true;
-    for (char c : std::string_view("!#$%&'*+-.^_`|~"))
-      allowed[static_cast<unsigned char>(c)] = true;
-    return allowed;
-  }();
-  return table[c];
-}
-
-// A LF not preceded by CR in base[from, to).
-bool has_bare_lf(const char* base, size_t from, size_t to) noexcept {
-  for (const char* line_feed = base + from;
-       (line_feed = static_cast<const char*>(std::memchr(line_feed, '\n', base + to - line_feed)));
-       ++line_feed) {
-    if (line_feed == base + from || line_feed[-1] != '\r') return true;
-  }
-  return false;
-}
-
 // The smallest input buffer that can hold a head one byte over the limit, so that the limit,
 // not the buffer, decides.
 size_t input_limit(const ServerOptions& options) {
   return std::max<size_t>(options.max_header_size + 1, 4096);
-}
-
-// now + timeout, saturating (kForever is never).
-Clock::time_point deadline_after(Duration timeout) {
-  Clock::time_point now = Clock::now();
-  if (timeout >= Duration(Clock::time_point::max() - now)) return Clock::time_point::max();
-  return now + std::chrono::nanoseconds(timeout);
 }
 
 // Links an Exchange into its server's list for as long as the connection is served.
@@ -171,52 +136,27 @@ bool ServerCore::head_is_acceptable(detail::Exchange& exchange, size_t head_end,
     *status = 400;
     return false;
   }
-  // What llhttp 8 lets through even in strict mode: a bare LF (here the one ending the head)
-  // and header names that are empty or not tokens. A proxy in front may read those otherwise.
+  // What llhttp 8 lets through even in strict mode: a bare LF (here the one ending the head),
+  // names that are empty or not tokens, obs-fold. A proxy in front may read those otherwise.
   *status = 400;
-  const char* head = base + parser.head_start;
-  const char* end = base + head_end;
-  for (const char* line_feed = head;
-       (line_feed = static_cast<const char*>(std::memchr(line_feed, '\n', end - line_feed)));
-       ++line_feed) {
-    if (line_feed == head || line_feed[-1] != '\r') return false;
-  }
-  for (const detail::HeaderSpan& header : parser.headers) {
-    std::string_view name = header.name.in(base);
-    if (name.empty()) return false;
-    for (char c : name) {
-      if (!is_token_char(static_cast<unsigned char>(c))) return false;
-    }
-  }
+  if (detail::has_bare_lf(base + parser.head_start, base + head_end)) return false;
   int hosts = 0;
   std::string_view expect;
   for (const detail::HeaderSpan& header : parser.headers) {
     std::string_view name = header.name.in(base);
-    if (same_name(name, "host")) ++hosts;
-    if (same_name(name, "expect")) expect = header.value.in(base);
-    // llhttp lets an obs-fold through (a line starting with a space continues the value):
-    // RFC 9112 5.2 allows a server to reject it, and a proxy in front may read it otherwise.
     std::string_view value = header.value.in(base);
-    if (std::memchr(value.data(), '\n', value.size()) != nullptr) {
-      *status = 400;
-      return false;
-    }
+    if (!detail::field_is_acceptable(name, value)) return false;
+    if (detail::same_name(name, "host")) ++hosts;
+    if (detail::same_name(name, "expect")) expect = value;
   }
-  // RFC 9112 3.2: an HTTP/1.1 request has exactly one Host header (Go's net/http agrees).
-  if (parser.version_minor() >= 1 && hosts != 1) {
-    *status = 400;
-    return false;
-  }
-  if (hosts > 1) {
-    *status = 400;
-    return false;
-  }
+  // RFC 9112 3.2: exactly one Host in HTTP/1.1 (Go's net/http agrees), at most one in 1.0.
+  if (hosts > 1 || (parser.version_minor() >= 1 && hosts != 1)) return false;
   if (!parser.chunked() && parser.content_length() > options.package_max_length) {
     *status = 413;  // answered before the body is read
     return false;
   }
   if (!expect.empty()) {
-    if (!same_name(expect, "100-continue")) {
+    if (!detail::same_name(expect, "100-continue")) {
       *status = 417;
       return false;
     }
@@ -234,21 +174,15 @@ int ServerCore::message_end_status(detail::Exchange& exchange) {
   if (!parser.chunked()) return 0;
   const char* base = exchange.base();
   // The last chunk and trailers: CRLF line ends only (llhttp takes "0\r\n\n").
-  if (exchange.framing_bare_lf || has_bare_lf(base, parser.body_scan_from, exchange.parsed)) {
-    return 400;
-  }
+  if (detail::has_bare_lf(base + parser.body_scan_from, base + exchange.parsed)) return 400;
   if (parser.headers.size() > parser.head_header_count) {
     // Trailer fields: checked like the head's, bounded like it, then dropped: they are not
     // the head's fields (RFC 9110 6.5.1), and a proxy in front may not have looked at them.
     size_t first = parser.headers[parser.head_header_count].name.offset;
     if (exchange.parsed - first > options.max_header_size) return 431;
     for (size_t i = parser.head_header_count; i < parser.headers.size(); ++i) {
-      std::string_view name = parser.headers[i].name.in(base);
-      std::string_view value = parser.headers[i].value.in(base);
-      if (name.empty() || std::memchr(value.data(), '\n', value.size()) != nullptr) return 400;
-      for (char c : name) {
-        if (!is_token_char(static_cast<unsigned char>(c))) return 400;
-      }
+      const detail::HeaderSpan& field = parser.headers[i];
+      if (!detail::field_is_acceptable(field.name.in(base), field.value.in(base))) return 400;
     }
     parser.headers.resize(parser.head_header_count);
   }
@@ -327,8 +261,8 @@ void ServerCore::answer(detail::Exchange& exchange) {
   exchange.finish();
 }
 
-void ServerCore::make_room(detail::Exchange& exchange, size_t message_start, size_t head_end,
-                           size_t* new_message_start, size_t* new_head_end) {
+int ServerCore::make_room(detail::Exchange& exchange, size_t message_start, size_t head_end,
+                          size_t* new_message_start, size_t* new_head_end) {
   detail::RequestParser& parser = exchange.parser;
   std::vector<char>& input = exchange.input;
   if (!parser.in_message()) {
@@ -360,8 +294,9 @@ void ServerCore::make_room(detail::Exchange& exchange, size_t message_start, siz
     // stays; the body's bytes after it are reused. Trailer fields after a chunked body are
     // views too: once the first has begun, its bytes move to just after the head.
     // The framing about to be dropped is checked first (llhttp takes a bare LF there).
-    if (has_bare_lf(exchange.base(), parser.body_scan_from, exchange.filled)) {
-      exchange.framing_bare_lf = true;
+    if (detail::has_bare_lf(exchange.base() + parser.body_scan_from,
+                            exchange.base() + exchange.filled)) {
+      return 400;
     }
     const bool ends_with_cr = exchange.filled > 0 && input[exchange.filled - 1] == '\r';
     size_t trailer_start = exchange.filled;
@@ -394,9 +329,10 @@ void ServerCore::make_room(detail::Exchange& exchange, size_t message_start, siz
       input[exchange.filled] = '\r';
       exchange.parsed = ++exchange.filled;
     }
-    exchange.trailer_too_large = trailer_bytes > options.max_header_size;
+    if (trailer_bytes > options.max_header_size) return 431;
     if (input.size() - exchange.filled < 2048) input.resize(input.size() * 2);
   }
+  return 0;
 }
 
 void ServerCore::serve(Connection& connection) {
@@ -410,7 +346,7 @@ void ServerCore::serve(Connection& connection) {
   // request: a head that arrives whole, the usual case, never reads the clock for it). It is
   // later than header_timeout after the head's first byte by the time that byte waited to be
   // parsed, which is no time at all to a slowloris client.
-  Clock::time_point head_deadline{};
+  int64_t head_deadline = 0;  // monotonic ns
   bool head_deadline_set = false;
   // After a head, the parser has more to say even with no byte left (a request without a
   // body is complete right there).
@@ -419,13 +355,8 @@ void ServerCore::serve(Connection& connection) {
     if (exchange.parsed == exchange.filled && !parse_again) {
       if (!exchange.flush() || exchange.close_after) return;
       bool between_requests = !parser.in_message();
-      make_room(exchange, message_start, head_end, &message_start, &head_end);
-      if (exchange.trailer_too_large) {
-        reject(exchange, 431);
-        return;
-      }
-      if (exchange.framing_bare_lf) {
-        reject(exchange, 400);
+      if (int status = make_room(exchange, message_start, head_end, &message_start, &head_end)) {
+        reject(exchange, status);
         return;
       }
       Duration timeout;
@@ -433,10 +364,10 @@ void ServerCore::serve(Connection& connection) {
         timeout = options.keepalive_timeout;
       } else if (parser.in_head()) {
         if (!head_deadline_set) {
-          head_deadline = deadline_after(options.header_timeout);
+          head_deadline = coring::detail::deadline_for(options.header_timeout);
           head_deadline_set = true;
         }
-        timeout = Duration(head_deadline - Clock::now());
+        timeout = Duration(head_deadline - coring::detail::monotonic_ns());
         if (timeout <= Duration::zero()) return;  // slowloris: no answer, just close
       } else {
         timeout = options.body_timeout;

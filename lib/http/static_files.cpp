@@ -92,9 +92,7 @@ bool relative_path(std::string_view rest, std::string& relative) {
   if (decoded.find('\0') != std::string::npos) return false;
   for (size_t i = 0; i + 2 < rest.size(); ++i) {
     if (rest[i] != '%') continue;
-    std::string one;
-    if (!percent_decode(rest.substr(i, 3), one, false)) return false;
-    unsigned char c = static_cast<unsigned char>(one[0]);
+    auto c = static_cast<unsigned char>(hex_value(rest[i + 1]) * 16 + hex_value(rest[i + 2]));
     if (std::isalnum(c) || std::strchr("-._~/", c) != nullptr) return false;
   }
   std::string_view path = decoded;
