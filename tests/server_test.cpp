@@ -165,6 +165,44 @@ TEST_CASE("server: shutdown() refuses new connections; start() returns once hand
   CHECK(rc == 0);
 }
 
+TEST_CASE("server: on_stop runs once when accepting stops, and can end long-lived connections") {
+  int rc = Co::run([] {
+    Co::Server server("127.0.0.1", 0);
+    std::vector<Co::Connection*> open;
+    int stops = 0;
+    Co::Channel<int> arrived(2);
+    server.handle([&](Co::Connection& connection) {
+      open.push_back(&connection);
+      arrived.push(1);
+      char byte;
+      // A long-lived connection: only a close ends this read.
+      CHECK(connection.recv(&byte, 1, Co::kForever) == -1);
+      CHECK(connection.error().value() == ECANCELED);
+      open.erase(std::find(open.begin(), open.end(), &connection));
+    });
+    server.on_stop([&] {
+      ++stops;
+      CHECK(Co::this_coroutine::id() > 0);  // in the server's container
+      for (Co::Connection* connection : std::vector<Co::Connection*>(open))
+        connection->Socket::close();
+    });
+    Running running(server);
+    Co::Socket first = connected(running.port());
+    Co::Socket second = connected(running.port());
+    CHECK(arrived.pop(kLong).has_value());
+    CHECK(arrived.pop(kLong).has_value());
+    CHECK(open.size() == 2);
+    CHECK(stops == 0);
+    server.shutdown();
+    server.shutdown();               // once only
+    CHECK(running.returned(kLong));  // without on_stop, the two reads would hold start()
+    CHECK(running.result());
+    CHECK(stops == 1);
+    CHECK(open.empty());
+  });
+  CHECK(rc == 0);
+}
+
 TEST_CASE("server: start() failures say why") {
   int rc = Co::run([] {
     Co::Server first("127.0.0.1", 0);

@@ -1062,3 +1062,126 @@ TEST_CASE("accept(kDefaultTimeout) waits for the socket's read timeout") {
   });
   CHECK(rc == 0);
 }
+
+// ---- sendfile -----------------------------------------------------------------------------------
+
+namespace {
+
+// A file with `content`, opened for reading (closed by the caller).
+int open_file_with(const TempDir& dir, const std::string& content) {
+  std::string path = dir.file("data");
+  int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
+  REQUIRE(fd >= 0);
+  REQUIRE(::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()));
+  return fd;
+}
+
+}  // namespace
+
+TEST_CASE("sendfile: a range of a file arrives intact; a file shorter than count stops early") {
+  TempDir dir;
+  const std::string content = pattern(3 * 1024 * 1024 + 17, 7);
+  int fd = open_file_with(dir, content);
+  int rc = Co::run([&] {
+    Pair pair = tcp_pair(Type::tcp, true);  // small buffers: the sender has to wait
+    CO_REQUIRE(pair.ok);
+    Co::WaitGroup wg;
+    std::string received;
+    spawn(wg, [&] {
+      char buffer[65536];
+      ssize_t n;
+      while ((n = pair.server.recv(buffer, sizeof buffer, kLong)) > 0) received.append(buffer, n);
+    });
+    CHECK(pair.client.sendfile(fd, 100, content.size() - 100, kLong) ==
+          static_cast<ssize_t>(content.size() - 100));
+    CHECK(pair.client.error().value() == 0);
+    // count past the end of the file: what there is, and no error.
+    CHECK(pair.client.sendfile(fd, content.size() - 10, 1000, kLong) == 10);
+    CHECK(pair.client.error().value() == 0);
+    pair.client.shutdown(SHUT_WR);
+    CHECK(settle(wg));
+    CHECK(received == content.substr(100) + content.substr(content.size() - 10));
+  });
+  CHECK(rc == 0);
+  ::close(fd);
+}
+
+TEST_CASE("sendfile: bad input fails with a clear errno and sends nothing") {
+  TempDir dir;
+  int fd = open_file_with(dir, "hello");
+  int rc = Co::run([&] {
+    Pair pair = tcp_pair();
+    CO_REQUIRE(pair.ok);
+    CHECK(pair.client.sendfile(fd, -1, 5) == -1);
+    CHECK(pair.client.error().value() == EINVAL);
+    CHECK(pair.client.sendfile(fd, 0, static_cast<size_t>(-1)) == -1);  // a negative size cast
+    CHECK(pair.client.error().value() == EINVAL);
+    int pipe_fds[2];
+    CO_REQUIRE(::pipe(pipe_fds) == 0);
+    ::close(pipe_fds[1]);
+    CHECK(pair.client.sendfile(pipe_fds[0], 0, 5, kLong) == -1);  // not a file sendfile reads
+    CHECK((pair.client.error().value() == ESPIPE || pair.client.error().value() == EINVAL));
+    ::close(pipe_fds[0]);
+    CHECK(pair.client.sendfile(-1, 0, 5, kLong) == -1);
+    CHECK(pair.client.error().value() == EBADF);
+    char byte;
+    CHECK(pair.server.recv(&byte, 1, Co::Duration::zero()) == -1);  // nothing went out
+    CHECK(pair.server.error().value() == ETIMEDOUT);
+    Co::Socket udp(Type::udp);
+    CHECK(udp.sendfile(fd, 0, 5, kLong) == -1);  // not connected
+    CHECK(udp.error().value() != 0);
+    pair.client.close();
+    CHECK(pair.client.sendfile(fd, 0, 5, kLong) == -1);
+    CHECK(pair.client.error().value() == EBADF);
+  });
+  CHECK(rc == 0);
+  ::close(fd);
+}
+
+TEST_CASE("sendfile: a peer that does not read: timeout; close or cancel from another coroutine") {
+  TempDir dir;
+  const std::string content = pattern(16 * 1024 * 1024, 3);
+  int fd = open_file_with(dir, content);
+  int rc = Co::run([&] {
+    {
+      Pair pair = tcp_pair(Type::tcp, true);
+      CO_REQUIRE(pair.ok);
+      ssize_t sent = pair.client.sendfile(fd, 0, content.size(), 200ms);
+      CHECK(sent > 0);  // part of it, until the buffers filled
+      CHECK(sent < static_cast<ssize_t>(content.size()));
+      CHECK(pair.client.error().value() == ETIMEDOUT);
+    }
+    for (bool by_close : {true, false}) {
+      Pair pair = tcp_pair(Type::tcp, true);
+      CO_REQUIRE(pair.ok);
+      Co::WaitGroup wg;
+      ssize_t sent = 0;
+      int error = 0;
+      long sender = spawn(wg, [&] {
+        sent = pair.client.sendfile(fd, 0, content.size(), kLong);
+        error = pair.client.error().value();
+      });
+      // (create() ran the sender until it had to wait: its buffers are full)
+      if (by_close) {
+        CHECK(pair.client.close());
+      } else {
+        CHECK(Co::cancel(sender));
+      }
+      CHECK(settle(wg));
+      CHECK(sent < static_cast<ssize_t>(content.size()));
+      CHECK(error == ECANCELED);
+    }
+    {
+      Pair pair = tcp_pair(Type::tcp, true);
+      CO_REQUIRE(pair.ok);
+      pair.server.set_linger(true, 0);
+      pair.server.close();  // a reset
+      ssize_t sent = pair.client.sendfile(fd, 0, content.size(), kLong);
+      CHECK(sent < static_cast<ssize_t>(content.size()));
+      int error = pair.client.error().value();
+      CHECK((error == ECONNRESET || error == EPIPE));
+    }
+  });
+  CHECK(rc == 0);
+  ::close(fd);
+}

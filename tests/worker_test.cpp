@@ -352,6 +352,56 @@ TEST_CASE("workers: max_request replaces a worker after that many requests") {
   CHECK_MESSAGE((WIFEXITED(status) && WEXITSTATUS(status) == 0), master.log());
 }
 
+TEST_CASE("workers: max_request counts HTTP requests, not connections") {
+  Co::WorkerOptions options;
+  options.worker_num = 1;
+  options.max_request = 3;
+  Co::WorkerPool pool(options);
+  REQUIRE(pool.listen("127.0.0.1", 0) >= 0);
+  Master master = start_master([&] {
+    return pool.start([&](int) {
+      Co::http::Server server(pool.listener());
+      server.handle("/", [](Co::http::Request&, Co::http::Response& response) {
+        response.end(std::to_string(::getpid()));
+      });
+      server.start();
+    });
+  });
+  REQUIRE(until_workers(pool, 1));
+  std::set<std::string> old_pids = worker_pids(pool);
+  // Three requests on one keep-alive connection: one connection, three requests.
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval limit{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(pool.port());
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  const std::string request = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+  std::string received;
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+            static_cast<ssize_t>(request.size()));
+    size_t responses = 0;
+    char buffer[4096];
+    while (responses < static_cast<size_t>(i + 1)) {
+      ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+      REQUIRE(n > 0);
+      received.append(buffer, static_cast<size_t>(n));
+      responses = 0;
+      for (size_t at = 0; (at = received.find("HTTP/1.1 200", at)) != std::string::npos; ++at) {
+        ++responses;
+      }
+    }
+  }
+  ::close(fd);
+  CHECK(until_replaced(pool, old_pids, 1));  // counted per connection, it would never be
+  ::kill(master.pid, SIGTERM);
+  int status = master.wait();
+  CHECK_MESSAGE((WIFEXITED(status) && WEXITSTATUS(status) == 0), master.log());
+}
+
 TEST_CASE("workers: reload_async false stops old workers at once, without on_worker_exit") {
   Events events;
   Co::WorkerOptions options;

@@ -112,7 +112,8 @@ class Socket {
   ssize_t send_all(const void* data, size_t size, Duration timeout = kDefaultTimeout);
   // Sends count bytes of an open file from offset, the kernel copying them (sendfile(2)); a
   // stream socket only. Returns as send_all(); fewer bytes with error() 0 when the file ends
-  // first. A negative offset or a file_fd that sendfile cannot read: -1 with EINVAL or EBADF.
+  // first. A negative offset or a count too large to count: -1 with EINVAL; a file_fd that
+  // sendfile(2) cannot read: -1 with the kernel's errno (EBADF, ESPIPE for a pipe, EINVAL).
   // (Reading a file that is not in the page cache blocks the thread, as in nginx. sendfile(2)
   // has no MSG_NOSIGNAL: a peer that reset the connection raises SIGPIPE, which coring ignores
   // unless the application installed a handler of its own, see the header comment.)
