@@ -39,32 +39,6 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // The server side.
 
-// A server started in a coroutine of its own; stop() shuts it down and waits for start().
-class Running {
- public:
-  explicit Running(http::Server& server) : server_(server) {
-    done_.add(1);
-    Co::create([this] {
-      result_ = server_.start();
-      done_.done();
-    });
-  }
-  Running(const Running&) = delete;
-  Running& operator=(const Running&) = delete;
-  uint16_t port() const { return server_.port(); }
-  bool stop() {
-    server_.shutdown();
-    return settle(done_) && result_;
-  }
-  bool returned(Co::Duration within) { return done_.wait(within); }
-  bool result() const { return result_; }
-
- private:
-  http::Server& server_;
-  Co::WaitGroup done_;
-  bool result_ = false;
-};
-
 // Runs a container with a server on 127.0.0.1 (a free port): setup(server) adds the routes,
 // body(server, port) talks to it; then the server is shut down and must return.
 template <class Setup, class Body>

@@ -25,32 +25,6 @@ using namespace coring_test;  // NOLINT: the suites' shared helpers
 
 namespace {
 
-// A server started in a coroutine of its own; stop() shuts it down and waits for start().
-class Running {
- public:
-  explicit Running(Co::Server& server) : server_(server) {
-    done_.add(1);
-    Co::create([this] {
-      result_ = server_.start();
-      done_.done();
-    });
-  }
-  Running(const Running&) = delete;
-  Running& operator=(const Running&) = delete;
-  uint16_t port() const { return server_.port(); }
-  bool stop() {
-    server_.shutdown();
-    return settle(done_) && result_;
-  }
-  bool returned(Co::Duration within) { return done_.wait(within); }
-  bool result() const { return result_; }
-
- private:
-  Co::Server& server_;
-  Co::WaitGroup done_;
-  bool result_ = false;
-};
-
 Co::Socket connected(uint16_t port) {
   Co::Socket client;
   CHECK(client.connect("127.0.0.1", port, kLong));

@@ -173,6 +173,34 @@ inline Pair tcp_pair(Type type = Type::tcp, bool small_buffers = false) {
   return pair;
 }
 
+// A server (Co::Server, Co::http::Server) started in a coroutine of its own; stop() shuts it
+// down and waits for start().
+template <class Server>
+class Running {
+ public:
+  explicit Running(Server& server) : server_(server) {
+    done_.add(1);
+    Co::create([this] {
+      result_ = server_.start();
+      done_.done();
+    });
+  }
+  Running(const Running&) = delete;
+  Running& operator=(const Running&) = delete;
+  uint16_t port() const { return server_.port(); }
+  bool stop() {
+    server_.shutdown();
+    return settle(done_) && result_;
+  }
+  bool returned(Co::Duration within) { return done_.wait(within); }
+  bool result() const { return result_; }
+
+ private:
+  Server& server_;
+  Co::WaitGroup done_;
+  bool result_ = false;
+};
+
 inline std::string abstract_name(std::string_view what) {
   static std::atomic<int> counter{0};
   return "@coring-test-" + std::to_string(::getpid()) + "-" + std::string(what) + "-" +
