@@ -16,6 +16,7 @@
 # "RESULT: N passed, M failed". Everything it starts runs under timeout(1) and is stopped before
 # it returns.
 set -uo pipefail
+source "$(dirname "$0")/lib/sample_server.bash"
 build_dir=${BUILD_DIR:?BUILD_DIR must name a build directory}
 server_bin=$build_dir/samples/http_server
 passed=0
@@ -79,19 +80,7 @@ head -c $((64 * 1024)) /dev/urandom >"$work/expect.bin"
 # start_server LOG: starts http_server on a free port under timeout(1); sets timeout_pid,
 # server_pid (the master) and port.
 start_server() {
-  local log=$1
-  timeout -k 5 120 "$server_bin" --port 0 --workers 2 --root "$root" >"$log.out" 2>"$log.err" &
-  timeout_pid=$!
-  server_pid=
-  port=
-  local tries
-  for ((tries = 0; tries < 100; tries++)); do
-    port=$(sed -nE 's/^listening on .*:([0-9]+)$/\1/p' "$log.out" 2>/dev/null)
-    [[ -n $port ]] && break
-    sleep 0.05
-  done
-  server_pid=$(pgrep -P "$timeout_pid" | head -1)
-  [[ -n $port && -n $server_pid ]]
+  start_sample "$server_bin" "$1" --workers 2 --root "$root"
 }
 
 # hello: one GET / with curl; prints its status code.

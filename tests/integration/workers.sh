@@ -11,6 +11,7 @@
 # Needs BUILD_DIR (samples/tcp_server and tests/churn_load built). Prints "RESULT: N passed,
 # M failed". Everything it starts runs under timeout(1) and is stopped before it returns.
 set -uo pipefail
+source "$(dirname "$0")/lib/sample_server.bash"
 build_dir=${BUILD_DIR:?BUILD_DIR must name a build directory}
 server_bin=$build_dir/samples/tcp_server
 churn_bin=$build_dir/tests/churn_load
@@ -47,19 +48,7 @@ trap cleanup EXIT
 start_server() {
   local log=$1
   shift
-  timeout -k 5 120 "$server_bin" --port 0 "$@" >"$log.out" 2>"$log.err" &
-  timeout_pid=$!
-  server_pid=
-  port=
-  local tries
-  for ((tries = 0; tries < 100; tries++)); do
-    port=$(sed -nE 's/^listening on .*:([0-9]+)$/\1/p' "$log.out" 2>/dev/null)
-    [[ -n $port ]] && break
-    sleep 0.05
-  done
-  # timeout(1) forks the server: signals go to the server itself, not to timeout.
-  server_pid=$(pgrep -P "$timeout_pid" | head -1)
-  [[ -n $port && -n $server_pid ]]
+  start_sample "$server_bin" "$log" "$@"
 }
 
 # wait_exit SECONDS: sets status to the server's exit status (timeout's passes it on), or to
