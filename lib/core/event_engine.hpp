@@ -116,6 +116,18 @@ class EventEngine {
   std::string why_;
 };
 
+// Fills op with a read of an eventfd's counter (a wake-up from another thread or a signal
+// handler), to be started with EventEngine::start(): one read empties the eventfd.
+inline void prepare_eventfd_read(IoOp& op, int fd, uint64_t* counter,
+                                 void (*on_complete)(IoOp*)) noexcept {
+  op.kind = OpKind::read;
+  op.fd = fd;
+  op.buffer = counter;
+  op.length = sizeof *counter;
+  op.stream = true;
+  op.on_complete = on_complete;
+}
+
 // The engine RunOptions::engine (or CORING_ENGINE, for Engine::automatic) asks for, set up:
 // automatic tries io_uring, then epoll, logging one INFO line that says why it fell back.
 // nullptr with *error (a negative errno) when none could be set up; it has logged one ERROR.

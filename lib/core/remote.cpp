@@ -39,12 +39,7 @@ void RemoteInbox::unexpect() noexcept {
 void RemoteInbox::arm() {
   EventEngine& engine = tls_scheduler->engine();
   while (!armed_ && expected_ > 0) {
-    reader_.kind = OpKind::read;
-    reader_.fd = eventfd_;
-    reader_.buffer = &counter_;
-    reader_.length = sizeof counter_;
-    reader_.stream = true;  // one read empties an eventfd
-    reader_.on_complete = &RemoteInbox::on_wakeup;
+    prepare_eventfd_read(reader_, eventfd_, &counter_, &RemoteInbox::on_wakeup);
     if (!engine.start(reader_)) {
       armed_ = true;  // in flight: on_wakeup() comes
       return;

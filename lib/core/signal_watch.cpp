@@ -178,12 +178,7 @@ bool SignalWatch::wait(int signo, Duration timeout) {
 void SignalWatch::arm() {
   EventEngine& engine = tls_scheduler->engine();
   while (!armed_ && waiting_ > 0) {
-    reader_.kind = OpKind::read;
-    reader_.fd = eventfd_;
-    reader_.buffer = &counter_;
-    reader_.length = sizeof counter_;
-    reader_.stream = true;  // one read empties an eventfd
-    reader_.on_complete = &SignalWatch::on_wakeup;
+    prepare_eventfd_read(reader_, eventfd_, &counter_, &SignalWatch::on_wakeup);
     if (!engine.start(reader_)) {
       armed_ = true;  // in flight: on_wakeup() comes
       return;
