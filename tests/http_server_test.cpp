@@ -1756,6 +1756,7 @@ TEST_CASE("http: one spelling of a static path: a route under the prefix cannot 
 }
 
 TEST_CASE("http: routes are fixed once started; a second start() is refused and harms nothing") {
+  LogCapture log;
   int second_start = -1;
   int second_error = 0;
   with_server(
@@ -1776,6 +1777,7 @@ TEST_CASE("http: routes are fixed once started; a second start() is refused and 
       });
   CHECK(second_start == 0);
   CHECK(second_error == EBUSY);
+  CHECK(log.count(Co::LogLevel::error, "routes are fixed once the server starts") == 2);
 }
 
 TEST_CASE("http: trailer fields are checked and dropped, not merged into the head's") {
@@ -1827,4 +1829,31 @@ TEST_CASE("http: send_timeout bounds a stall, not a large response to a reader t
         CHECK(client.buffer().rfind("HTTP/1.1 200", 0) == 0);
       });
   CHECK(ended);
+}
+
+TEST_CASE("http: an absolute-form target is routed by its path (RFC 9112 3.2.2)") {
+  std::vector<std::string> seen;
+  with_server(
+      {},
+      [&](http::Server& server) {
+        server.handle("/api", [&](http::Request& request, http::Response& response) {
+          seen.push_back(std::string(request.path()) + "|" + std::string(request.query()));
+          response.end("api");
+        });
+        server.handle("/", [&](http::Request& request, http::Response& response) {
+          seen.push_back("root:" + std::string(request.path()));
+          response.end("root");
+        });
+      },
+      [&](http::Server&, uint16_t port) {
+        CHECK(ask(port, "GET http://example.com/api/x?q=1 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+                  .body == "api");
+        CHECK(ask(port, "GET HTTP://example.com:8080/api HTTP/1.1\r\nHost: example.com\r\n\r\n")
+                  .body == "api");
+        CHECK(ask(port, "GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n").body ==
+              "root");
+        CHECK(ask(port, "GET http://example.com?a=b HTTP/1.1\r\nHost: example.com\r\n\r\n").body ==
+              "root");
+      });
+  CHECK(seen == std::vector<std::string>{"/api/x|q=1", "/api|", "root:/", "root:/"});
 }

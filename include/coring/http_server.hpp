@@ -86,10 +86,12 @@ class Request {
  public:
   std::string_view method() const noexcept;  // "GET", "POST"...
   std::string_view target() const noexcept;  // as sent: "/a%20b?x=1"
-  std::string_view path() const noexcept;    // the target before '?', not decoded: "/a%20b"
-  std::string_view query() const noexcept;   // after '?': "x=1" ("" when none)
-  int version_minor() const noexcept;        // 1 for HTTP/1.1, 0 for HTTP/1.0
-  bool keep_alive() const noexcept;          // the connection stays open after this response
+  // The target before '?', not decoded: "/a%20b" (of an absolute-form target,
+  // "http://host/a%20b?x=1", the part after the authority: "/a%20b"; "/" when there is none).
+  std::string_view path() const noexcept;
+  std::string_view query() const noexcept;  // after '?': "x=1" ("" when none)
+  int version_minor() const noexcept;       // 1 for HTTP/1.1, 0 for HTTP/1.0
+  bool keep_alive() const noexcept;         // the connection stays open after this response
   // The first header of that name, compared without case; empty when absent.
   std::optional<std::string_view> header(std::string_view name) const noexcept;
   std::span<const Header> headers() const noexcept;  // in the order received

@@ -22,6 +22,17 @@ std::string_view Request::target() const noexcept {
 
 std::string_view Request::path() const noexcept {
   std::string_view url = target();
+  // The absolute form a request to a proxy uses ("http://host:port/a?b"), which a server must
+  // accept too (RFC 9112 3.2.2): the path is what follows the authority.
+  if (url.size() > 7 && url.front() != '/') {
+    size_t scheme = url.find("://");
+    if (scheme != std::string_view::npos && (detail::same_name(url.substr(0, scheme), "http") ||
+                                             detail::same_name(url.substr(0, scheme), "https"))) {
+      size_t start = url.find_first_of("/?", scheme + 3);
+      if (start == std::string_view::npos || url[start] == '?') return "/";
+      url = url.substr(start);
+    }
+  }
   size_t mark = url.find('?');
   return mark == std::string_view::npos ? url : url.substr(0, mark);
 }
