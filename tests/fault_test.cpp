@@ -2,26 +2,25 @@
 // overflow, an exception escaping a coroutine, and io_uring being unavailable. The fatal ones run
 // in a forked child (tests/test_util.hpp: run_in_child) whose stderr and exit status we inspect.
 #include <doctest/doctest.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <signal.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 
 #include <cerrno>
 #include <coring/coring.hpp>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "core/uring_engine.hpp"  // white-box: hide kernel features from the engine
+#include "seccomp_util.hpp"
 #include "test_util.hpp"
 
 using coring_test::child_report;
+using coring_test::forbid_syscall;
 using coring_test::LogCapture;
 using coring_test::run_in_child;
 using coring_test::split_lines;
@@ -35,33 +34,6 @@ namespace {
   frame[0] = static_cast<char>(depth);
   if (depth > 1'000'000'000) return frame[0];
   return recurse(depth + 1) + frame[0];
-}
-
-// Installs a seccomp filter under which the system call `number` fails with `error`;
-// everything else is allowed. Returns false if the kernel refuses the filter.
-bool forbid_syscall(long number, int error) {
-#if defined(__x86_64__)
-  constexpr unsigned kArch = AUDIT_ARCH_X86_64;
-#elif defined(__aarch64__)
-  constexpr unsigned kArch = AUDIT_ARCH_AARCH64;
-#else
-#error "add the audit arch of this target"
-#endif
-  sock_filter filter[] = {
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kArch, 1, 0),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<unsigned>(number), 0, 1),
-      BPF_STMT(BPF_RET | BPF_K,
-               SECCOMP_RET_ERRNO | (static_cast<unsigned>(error) & SECCOMP_RET_DATA)),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-  };
-  sock_fprog program{};
-  program.len = static_cast<unsigned short>(sizeof filter / sizeof filter[0]);
-  program.filter = filter;
-  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return false;
-  return ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) == 0;
 }
 
 bool contains(const std::string& text, const std::string& part) {
@@ -351,15 +323,17 @@ TEST_CASE("a kernel without a feature or opcode the engine needs: run() fails wi
   }
 }
 
-TEST_CASE("io_uring_enter that keeps failing: a few ERROR lines, calls fail with its errno") {
-  if (coring_test::epoll_pass()) return;  // the io_uring engine's own machinery
-  // A seccomp filter installed while the container runs makes every io_uring_enter fail with
-  // EPERM. The scheduler must back off instead of looping, give up after about a second, fail
-  // the calls the kernel never saw with EPERM, keep timers and offload() working, abandon the
-  // recv the kernel already holds (its buffer may still be written), and end run() with
-  // -1 and EPERM.
+// A seccomp filter installed while the container runs makes every io_uring_enter fail with
+// EPERM. The scheduler must back off instead of looping, give up after about a second, fail the
+// calls the kernel never saw with EPERM, keep timers and offload() working, and end run() with
+// -1 and EPERM. A recv already in the kernel: with multishot receive off, the kernel holds the
+// caller's buffer, so the coroutine is abandoned (held=0, its buffer may still be written); with
+// it on, the kernel holds only the engine's buffers and the recv waits in the engine, so the
+// unwinding at the end cancels it and the coroutine returns (held=1).
+static void check_enter_failing(bool multishot) {
   auto child = run_in_child(
-      [] {
+      [multishot] {
+        ::setenv("CORING_MULTISHOT", multishot ? "1" : "0", 1);
         bool slept = false, held_returned = false;
         ssize_t late_recv = 0;
         int late_error = 0, offloaded = 0;
@@ -407,12 +381,22 @@ TEST_CASE("io_uring_enter that keeps failing: a few ERROR lines, calls fail with
     return;
   }
   const std::string eperm = std::to_string(EPERM);
-  CHECK(split.result ==
-        "RESULT rc=-1 error=" + eperm + " slept=1 recv=-1/" + eperm + " offload=7 held=0");
+  CHECK(split.result == "RESULT rc=-1 error=" + eperm + " slept=1 recv=-1/" + eperm +
+                            " offload=7 held=" + (multishot ? "1" : "0"));
   size_t errors = 0;
   for (const std::string& line : split.others) errors += contains(line, "] ERROR ");
   CHECK(errors >= 2);  // the first failure, and giving up
   CHECK(errors <= 5);  // not a loop of them
+}
+
+TEST_CASE("io_uring_enter that keeps failing: a few ERROR lines, calls fail with its errno") {
+  if (coring_test::epoll_pass()) return;  // the io_uring engine's own machinery
+  SUBCASE("plain receives") {
+    check_enter_failing(false);
+  }
+  SUBCASE("multishot receive") {
+    check_enter_failing(true);
+  }
 }
 
 TEST_CASE("a submission queue of one entry: cancellations and wake-ups are never dropped") {

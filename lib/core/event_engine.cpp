@@ -1,6 +1,8 @@
 // Choosing and setting up the event engine.
 #include "core/event_engine.hpp"
 
+#include <sys/socket.h>
+
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -8,6 +10,7 @@
 
 #include "core/epoll_engine.hpp"
 #include "core/logging.hpp"
+#include "core/scheduler.hpp"
 #include "core/uring_engine.hpp"
 
 namespace coring {
@@ -25,6 +28,18 @@ std::string_view engine_name(Engine engine) noexcept {
 }
 
 namespace detail {
+
+int32_t EventEngine::receive_now(int fd, void* buffer, uint32_t length, int flags) noexcept {
+  ssize_t n = ::recv(fd, buffer, length, flags | MSG_DONTWAIT);
+  return n >= 0 ? static_cast<int32_t>(n) : -errno;
+}
+
+int32_t receive_now(int fd, void* buffer, uint32_t length, int flags) noexcept {
+  if (Scheduler* s = tls_scheduler) return s->engine().receive_now(fd, buffer, length, flags);
+  ssize_t n = ::recv(fd, buffer, length, flags | MSG_DONTWAIT);
+  return n >= 0 ? static_cast<int32_t>(n) : -errno;
+}
+
 namespace {
 
 // RunOptions::engine, or for automatic what CORING_ENGINE says (so that a user can compare and

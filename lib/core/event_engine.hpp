@@ -27,6 +27,7 @@
 // - inflight(): how many started operations have not completed: while it is not zero, the
 //   scheduler does not declare a deadlock.
 // - forget(fd): the descriptor is about to be closed; every operation on it has completed.
+// - receive_now(fd...): a read that does not wait, which sees what the engine holds for fd.
 // - failure(): 0 while the engine works; an errno once it cannot (the io_uring engine gives up
 //   on a ring whose io_uring_enter keeps failing, see uring_engine.hpp). Operations started
 //   after that complete at once with that errno.
@@ -107,6 +108,11 @@ class EventEngine {
   virtual bool dispatch_one() { return false; }
   virtual size_t inflight() const noexcept = 0;
   virtual void forget(int fd) noexcept = 0;
+  // A receive that does not wait, as recv(fd, buffer, length, flags | MSG_DONTWAIT): bytes,
+  // 0 at end of stream, or -errno (-EAGAIN: nothing yet). Engines that receive ahead of the
+  // caller (the io_uring engine's multishot receive) serve what they hold first: a direct
+  // ::recv on a socket an engine reads would skip those bytes.
+  virtual int32_t receive_now(int fd, void* buffer, uint32_t length, int flags) noexcept;
   virtual int failure() const noexcept = 0;
   virtual bool native_files() const noexcept = 0;
   // For Stats: the io_uring setup flags the kernel accepted (0 for other engines).
@@ -132,5 +138,9 @@ inline void prepare_eventfd_read(IoOp& op, int fd, uint64_t* counter,
 // automatic tries io_uring, then epoll, logging one INFO line that says why it fell back.
 // nullptr with *error (a negative errno) when none could be set up; it has logged one ERROR.
 std::unique_ptr<EventEngine> make_engine(const RunOptions& options, int* error);
+
+// EventEngine::receive_now on this thread's engine, or the plain non-blocking recv outside a
+// scheduler.
+int32_t receive_now(int fd, void* buffer, uint32_t length, int flags) noexcept;
 
 }  // namespace coring::detail

@@ -98,6 +98,7 @@ void UringEngine::hide_for_test(uint32_t features, int opcode) noexcept {
 
 UringEngine::~UringEngine() {
   if (initialized_) io_uring_queue_exit(&ring_);
+  release_buffers();
 }
 
 int UringEngine::init(const RunOptions& options) {
@@ -166,6 +167,11 @@ bool UringEngine::check_kernel() {
   const char* poll_first = std::getenv("CORING_POLL_FIRST");
   poll_first_supported_ =
       supported(IORING_OP_SOCKET) && (poll_first == nullptr || std::strcmp(poll_first, "0") != 0);
+  // Multishot recv (IORING_RECV_MULTISHOT) came with Linux 6.0, like IORING_OP_SEND_ZC, which a
+  // probe can see. CORING_MULTISHOT=0: never (for measurements).
+  const char* multishot = std::getenv("CORING_MULTISHOT");
+  multishot_supported_ =
+      supported(IORING_OP_SEND_ZC) && (multishot == nullptr || std::strcmp(multishot, "0") != 0);
   if (probe != nullptr) io_uring_free_probe(probe);
   if (!missing.empty()) why_ = "the kernel's io_uring lacks " + missing;
   return missing.empty();
@@ -250,8 +256,12 @@ void UringEngine::give_up(int error) {
   size_t failed = 0;
   for (unsigned i = head; i != tail; ++i) {
     io_uring_sqe* sqe = &ring_.sq.sqes[i & ring_.sq.ring_mask];
-    --inflight_;
     uint64_t data = sqe->user_data;
+    if (data & kReceiverTag) {  // not counted in inflight_ (see arm())
+      receiver_give_up(reinterpret_cast<Receiver*>(data & ~kReceiverTag), error);
+      continue;
+    }
+    --inflight_;
     if (data == 0 || data == LIBURING_UDATA_TIMEOUT) continue;
     auto* op = reinterpret_cast<IoOp*>(static_cast<uintptr_t>(data));
     op->result = -error;
@@ -269,6 +279,10 @@ void UringEngine::give_up(int error) {
 }
 
 bool UringEngine::start(IoOp& op) {
+  if (op.kind == OpKind::recv && multishot_supported_) {
+    bool parked = false;
+    if (receive_start(op, &parked)) return !parked;
+  }
   io_uring_sqe* sqe = get_sqe();
   if (sqe == nullptr) {  // unusable, or a forked child's copy: fail at once
     op.result = -(failure_ != 0 ? failure_ : EPERM);
@@ -319,6 +333,7 @@ bool UringEngine::start(IoOp& op) {
 }
 
 void UringEngine::cancel(IoOp& op) noexcept {
+  if (parked_ != 0 && cancel_parked(op)) return;  // it waited in a receiver, not in the kernel
   io_uring_sqe* sqe = get_sqe();
   // Null only once the ring is unusable: the operation then either failed already (it never
   // reached the kernel) or is abandoned with its coroutine (see Scheduler::loop).
@@ -338,7 +353,7 @@ unsigned UringEngine::reap() {
   // handler may reach get_sqe(), which may reap (a full queue), and that nested reap must not
   // see, and dispatch again, what this one has already taken.
   struct Done {
-    IoOp* op;
+    uint64_t data;
     int32_t result;
     uint32_t flags;
   };
@@ -356,11 +371,11 @@ unsigned UringEngine::reap() {
       uint64_t data = cqe->user_data;
       // LIBURING_UDATA_TIMEOUT: liburing's own timeout, which only kernels without EXT_ARG
       // (refused by init()) would make; 0: a request nobody waits for (a cancellation).
-      if (data != LIBURING_UDATA_TIMEOUT) {
+      if (data & kReceiverTag) {  // a receiver's multishot: not counted in inflight_
+        batch[taken++] = {data, cqe->res, flags};
+      } else if (data != LIBURING_UDATA_TIMEOUT) {
         if (!(flags & IORING_CQE_F_MORE)) --inflight_;
-        if (data != 0) {
-          batch[taken++] = {reinterpret_cast<IoOp*>(static_cast<uintptr_t>(data)), cqe->res, flags};
-        }
+        if (data != 0) batch[taken++] = {data, cqe->res, flags};
       }
       if (count == kBatch) break;
     }
@@ -368,7 +383,12 @@ unsigned UringEngine::reap() {
     io_uring_cq_advance(&ring_, count);
     total += count;
     for (unsigned i = 0; i < taken; ++i) {
-      IoOp* op = batch[i].op;
+      if (batch[i].data & kReceiverTag) {
+        receiver_completion(reinterpret_cast<Receiver*>(batch[i].data & ~kReceiverTag),
+                            batch[i].result, batch[i].flags);
+        continue;
+      }
+      auto* op = reinterpret_cast<IoOp*>(static_cast<uintptr_t>(batch[i].data));
       op->result = batch[i].result;
       op->more = (batch[i].flags & IORING_CQE_F_SOCK_NONEMPTY) != 0;
       op->on_complete(op);

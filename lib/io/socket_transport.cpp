@@ -1,6 +1,7 @@
 // coring::Socket's transport: connecting, accepting and moving bytes and datagrams through
 // the scheduler's event engine (see io/socket_core.hpp). Calls with a zero timeout ("do not
-// wait") use the non-blocking system call directly, whatever the engine.
+// wait") use the non-blocking system call directly, whatever the engine (a receive asks the
+// engine first, which may hold bytes for the socket: EventEngine::receive_now).
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -65,9 +66,11 @@ ssize_t receive(SocketCore* core, Call& call, void* buffer, size_t size, Duratio
   const int flags = datagram ? MSG_TRUNC : 0;  // so that a cut-short datagram is noticed
   if (!datagram) size = std::min(size, kMaxTransfer);
   if (timeout <= Duration::zero()) {  // do not wait: the non-blocking call, whatever the engine
-    ssize_t n = ::recv(core->fd, buffer, size, MSG_DONTWAIT | flags);
+    // Through the engine: it may hold bytes it has already received for this socket.
+    int32_t n =
+        receive_now(core->fd, buffer, static_cast<uint32_t>(std::min(size, kMaxTransfer)), flags);
     if (n >= 0) return datagram ? datagram_length(core, n, size) : n;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) return failed(core, -errno);
+    if (n != -EAGAIN && n != -EWOULDBLOCK) return failed(core, n);
     if (timeout <= Duration::zero()) return failed(core, -ETIMEDOUT);
   }
   IoOp op;

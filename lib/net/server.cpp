@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/event_engine.hpp"
 #include "core/logging.hpp"
 #include "core/scheduler.hpp"
 #include "coring/channel.hpp"
@@ -164,9 +165,9 @@ bool Connection::close() {
   try {
     for (;;) {
       // Most peers have closed already (the handler saw end of stream): no wait for them.
-      ssize_t n = ::recv(fd(), sink, sizeof sink, MSG_DONTWAIT);
+      int32_t n = detail::receive_now(fd(), sink, sizeof sink, 0);
       if (n > 0) continue;
-      if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) break;
+      if (n == 0 || (n != -EAGAIN && n != -EWOULDBLOCK)) break;
       int64_t left = deadline - detail::monotonic_ns();
       if (left <= 0) break;
       if (Socket::recv(sink, sizeof sink, Duration(left)) <= 0) break;
