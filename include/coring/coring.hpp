@@ -7,6 +7,7 @@
 #include "coring/coroutine.hpp"
 #include "coring/http.hpp"
 #include "coring/log.hpp"
+#include "coring/pool.hpp"
 #include "coring/process.hpp"
 #include "coring/server.hpp"
 #include "coring/socket.hpp"

@@ -132,6 +132,37 @@ class Socket {
   bool shutdown(int how = SHUT_RDWR);  // a reader waiting in recv() then sees end of stream
   bool close();                        // see the header comment; true if it was open
 
+  // Whether the connection still works as far as this end can tell without sending anything
+  // (Swoole's checkLiveness): what a connection pool asks of a socket that sat idle, so that it
+  // never hands out one whose peer closed it meanwhile (a server's keep-alive timeout, a
+  // restart). It looks, without waiting and without taking anything, at what the socket holds:
+  // - true: open and nothing is known to be wrong: no data pending, or data pending (bytes
+  //   recv_packet() buffered count too). A peer that sent something and then closed therefore
+  //   looks alive until that data is read; a pool that expects silence on an idle connection
+  //   (HTTP) may treat unexpected bytes as a failure itself.
+  // - false, error() 0 and error_message() "the peer closed the connection": end of stream (the
+  //   peer closed or shut down its side, or this side shut down reading).
+  // - false with error(): ECONNRESET (a reset: the kernel reports it once, after which the
+  //   socket reads as end of stream), ETIMEDOUT (keep-alive probes went unanswered), EPIPE...,
+  //   what the kernel reports; ENOTCONN for a socket that is not connected (a
+  //   listener); EBADF after close() or for a moved-from Socket (the constructor's errno if the
+  //   descriptor could never be made); EMSGSIZE/EBADMSG after a framing error (see
+  //   recv_packet(): the stream cannot be used any more).
+  // - Datagram sockets have no connection to lose: true while open, unless the kernel holds an
+  //   error for the socket (ECONNREFUSED from an ICMP message), which it then reports once.
+  // It is a non-blocking peek of one byte through the event engine, which may hold bytes it
+  // already received for the socket: nothing is consumed, so what is pending is still there
+  // for the next recv(). A peer's close is seen once the engine knows of it: at once where the
+  // engine asks the kernel, and with the io_uring engine's receive-ahead once the container's
+  // loop has collected the completion that reports it (a socket that sat idle while the loop
+  // ran has had that happen long since).
+  // It never waits, so it needs no coroutine, a timeout or a cancellation never applies, it
+  // may run while another coroutine waits in recv() on the socket (no BindError), and it
+  // behaves the same while its coroutine is being unwound. It sends nothing: a peer that
+  // vanished without a FIN or a reset (a cable pulled, a host gone) is only found by writing
+  // or by TCP keep-alive (set_keepalive).
+  bool check_liveness();
+
   void set_timeout(Duration timeout);  // read and write
   void set_timeouts(Duration connect, Duration read, Duration write);
   Duration connect_timeout() const noexcept;

@@ -264,6 +264,31 @@ ssize_t Socket::send_all(const void* data, size_t size, Duration timeout) {
   return static_cast<ssize_t>(sent);
 }
 
+bool Socket::check_liveness() {
+  SocketCore* const core = core_;
+  if (core == nullptr) return false;  // moved from: error() is EBADF
+  // Not a Call: it neither waits nor consumes, so it needs no coroutine and may run beside a
+  // reader (a pool checks sockets nobody uses; see the header comment).
+  if (core->closed || core->fd < 0) {
+    detail::set_not_open_error(core);
+    return false;
+  }
+  if (!detail::readable(core)) return false;                     // after a framing error: unusable
+  if (core->end - core->begin > core->packet_size) return true;  // recv_packet() kept bytes
+  // Through the engine, as every read: it may hold bytes it already received for this socket,
+  // which a peek of the kernel's queue would miss.
+  char byte;
+  int32_t n = detail::receive_now(core->fd, &byte, 1, MSG_PEEK);
+  if (n > 0 || n == -EAGAIN || n == -EWOULDBLOCK) return true;
+  if (n == 0) {
+    if (detail::is_datagram(core)) return true;  // an empty datagram, not an end of stream
+    detail::set_error(core, 0, "the peer closed the connection");
+    return false;
+  }
+  detail::failed(core, n);
+  return false;
+}
+
 ssize_t Socket::sendfile(int file_fd, int64_t offset, size_t count, Duration timeout) {
   SocketCore* const core = core_;
   Call call(core, false);
