@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "seccomp_util.hpp"
 #include "socket_util.hpp"
 #include "test_util.hpp"
 
@@ -1679,6 +1681,53 @@ TEST_CASE("http: serve_directory never leaves the directory") {
         struct stat info;
         CHECK(::lstat((site.pub + "/escape").c_str(), &info) == 0);
       });
+}
+
+// Sandboxes that refuse openat2 (Docker's seccomp profile answers ENOSYS for what it does not
+// know, older ones EPERM): the fallback (open, then check where the file really is) must serve
+// the same files and refuse the same escapes.
+static void check_static_without_openat2(int refusal) {
+  Site site;
+  auto child = run_in_child([&] {
+    if (!forbid_syscall(SYS_openat2, refusal)) {
+      child_report("RESULT no-seccomp");
+      return;
+    }
+    std::string result = "RESULT";
+    int rc = Co::run([&] {
+      http::Server server("127.0.0.1", 0);
+      server.serve_directory("/static", site.pub);
+      Running running(server);
+      for (const char* target : {"/static/hello.txt", "/static/docs/index.html", "/static/escape",
+                                 "/static/escape_dir/secret.txt", "/static/relative_escape"}) {
+        Reply r = ask(running.port(), get_request(target));
+        result += " " + std::to_string(r.status);
+        if (r.body.find("SECRET") != std::string::npos) result += "!leak";
+      }
+      if (!running.stop()) result += " stop-failed";
+    });
+    child_report(result + " rc=" + std::to_string(rc));
+  });
+  INFO(child.describe());
+  CHECK(child.exit_code() == 0);
+  std::string result;
+  for (const std::string& line : split_lines(child.output)) {
+    if (line.rfind("RESULT ", 0) == 0) result = line;
+  }
+  if (result == "RESULT no-seccomp") {
+    MESSAGE("seccomp filters are not available here; skipped");
+    return;
+  }
+  CHECK(result == "RESULT 200 200 404 404 404 rc=0");
+}
+
+TEST_CASE("http: serve_directory where openat2 is refused: the same files, the same refusals") {
+  SUBCASE("ENOSYS") {
+    check_static_without_openat2(ENOSYS);
+  }
+  SUBCASE("EPERM") {
+    check_static_without_openat2(EPERM);
+  }
 }
 
 TEST_CASE("http: a 10 MiB file arrives intact; Response::sendfile") {

@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <climits>
@@ -20,6 +21,10 @@
 
 namespace coring::http::detail {
 namespace {
+
+// Set once openat2 was refused (by the kernel or a seccomp filter): process-wide, like the
+// refusal.
+std::atomic<bool> openat2_refused{false};
 
 class Root {
  public:
@@ -40,12 +45,18 @@ class Root {
 
   // The file at relative (no leading '/'), opened for reading, or -1 (errno).
   int open_beneath(int directory_fd, const std::string& relative) const {
-    open_how how{};
-    how.flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
-    long fd = ::syscall(SYS_openat2, directory_fd, relative.c_str(), &how, sizeof how);
-    if (fd >= 0 || errno != ENOSYS) return static_cast<int>(fd);
-    // Before Linux 5.6: open, then check where the file really is.
+    if (!openat2_refused.load(std::memory_order_relaxed)) {
+      open_how how{};
+      how.flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
+      how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+      long fd = ::syscall(SYS_openat2, directory_fd, relative.c_str(), &how, sizeof how);
+      // ENOSYS: a kernel before 5.6, or a seccomp profile that refuses what it does not know
+      // (Docker's); EPERM: an older profile's way of refusing. The fallback is as strict, so
+      // the refusal is remembered instead of paid for on every request.
+      if (fd >= 0 || (errno != ENOSYS && errno != EPERM)) return static_cast<int>(fd);
+      openat2_refused.store(true, std::memory_order_relaxed);
+    }
+    // Without openat2: open, then check where the file really is.
     int opened = ::openat(directory_fd, relative.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (opened < 0) return -1;
     char link[64];
