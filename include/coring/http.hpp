@@ -1,4 +1,6 @@
-// HTTP on coroutines (namespace coring::http): the HTTP/1.1 server (http_server.hpp).
+// HTTP on coroutines (namespace coring::http): the HTTP/1.1 server (http_server.hpp) and client
+// (http_client.hpp).
 #pragma once
 
+#include "coring/http_client.hpp"
 #include "coring/http_server.hpp"

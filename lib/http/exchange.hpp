@@ -12,7 +12,7 @@
 
 #include "coring/http_server.hpp"
 #include "http/http_text.hpp"
-#include "http/request_parser.hpp"
+#include "http/message_parser.hpp"
 
 namespace coring::http {
 
@@ -28,7 +28,7 @@ struct Exchange {
   Connection& connection;
 
   // Input: bytes [0, filled) of input are valid, [parsed, filled) not parsed yet.
-  RequestParser parser;
+  MessageParser parser{HTTP_REQUEST};
   std::vector<char> input;
   size_t parsed = 0;
   size_t filled = 0;

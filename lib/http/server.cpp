@@ -117,7 +117,7 @@ const ServerCore::Route* ServerCore::route_for(std::string_view path) const noex
 }
 
 bool ServerCore::head_is_acceptable(detail::Exchange& exchange, size_t head_end, int* status) {
-  const detail::RequestParser& parser = exchange.parser;
+  const detail::MessageParser& parser = exchange.parser;
   if (!parser.version_ok()) {
     *status = 505;
     return false;
@@ -170,7 +170,7 @@ bool ServerCore::head_is_acceptable(detail::Exchange& exchange, size_t head_end,
 }
 
 int ServerCore::message_end_status(detail::Exchange& exchange) {
-  detail::RequestParser& parser = exchange.parser;
+  detail::MessageParser& parser = exchange.parser;
   if (!parser.chunked()) return 0;
   const char* base = exchange.base();
   // The last chunk and trailers: CRLF line ends only (llhttp takes "0\r\n\n").
@@ -263,7 +263,7 @@ void ServerCore::answer(detail::Exchange& exchange) {
 
 int ServerCore::make_room(detail::Exchange& exchange, size_t message_start, size_t head_end,
                           size_t* new_message_start, size_t* new_head_end) {
-  detail::RequestParser& parser = exchange.parser;
+  detail::MessageParser& parser = exchange.parser;
   std::vector<char>& input = exchange.input;
   if (!parser.in_message()) {
     // Everything parsed and answered: start over at the front, in a buffer of the usual size,
@@ -339,7 +339,7 @@ void ServerCore::serve(Connection& connection) {
   detail::Exchange exchange(*this, options, connection);
   exchange.coroutine = this_coroutine::id();
   Registration registration(*this, exchange);
-  detail::RequestParser& parser = exchange.parser;
+  detail::MessageParser& parser = exchange.parser;
   size_t message_start = 0;  // where the message being parsed began
   size_t head_end = 0;       // where its head ended (once head_complete)
   // The head's deadline, taken when a head first has to wait for more bytes (not for every
@@ -405,13 +405,13 @@ void ServerCore::serve(Connection& connection) {
         options.package_max_length + options.max_header_size, options.max_header_size, &stopped);
     exchange.parsed = stopped;
     switch (event) {
-      case detail::RequestParser::Event::need_more:
+      case detail::MessageParser::Event::need_more:
         if (parser.in_head() && exchange.filled - message_start > options.max_header_size) {
           reject(exchange, 431);
           return;
         }
         break;
-      case detail::RequestParser::Event::head_complete: {
+      case detail::MessageParser::Event::head_complete: {
         head_end = exchange.parsed;
         if (head_end - parser.head_start > options.max_header_size) {
           reject(exchange, 431);
@@ -427,7 +427,7 @@ void ServerCore::serve(Connection& connection) {
         parse_again = true;
         break;
       }
-      case detail::RequestParser::Event::message_complete: {
+      case detail::MessageParser::Event::message_complete: {
         int status = message_end_status(exchange);
         if (status != 0) {
           reject(exchange, status);
@@ -443,7 +443,7 @@ void ServerCore::serve(Connection& connection) {
         head_deadline_set = false;  // the next pipelined request's head has its own
         break;
       }
-      case detail::RequestParser::Event::error:
+      case detail::MessageParser::Event::error:
         reject(exchange, parser.error_status());
         return;
     }

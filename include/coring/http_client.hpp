@@ -1,0 +1,221 @@
+// coring::http::Client: HTTP/1.1 requests from straight-line coroutine code, and the one-call
+// functions http::get(url) / http::post(url, body) behind which idle connections wait per host.
+//
+// A Client talks to one host:port over one connection at a time, kept open between requests
+// while keep-alive holds (the HTTP/1.1 default): get(), post() and execute() send a request, wait
+// for the whole response and return true when one arrived, whatever its status (404 included);
+// status_code(), header(), headers() and body() then describe it until the next request. The
+// response is read with llhttp in strict mode (the server's adapter): bodies framed by
+// Content-Length, chunked (trailers are checked and kept, see trailer()) or read until the server
+// closes (HTTP/1.0, or no length given); a response to HEAD, and every 204 and 304, has no body
+// whatever its head claims; interim 1xx responses (100 Continue included) are skipped. Options:
+// a decoded body (decompress: gzip and deflate through zlib), a body handed out in pieces instead
+// of stored (on_body: a 10 GiB download needs no 10 GiB of memory), redirects followed
+// (max_redirects), a request body sent from a file with sendfile(2) (execute_file, post_file).
+//
+// The request head is Host (with the port unless it is 80), User-Agent: coring/0.1,
+// Content-Length when there is a body (also 0 for POST, PUT and PATCH without one),
+// Accept-Encoding: gzip, deflate with decompress, Connection: close without keep_alive, then
+// the headers of set_headers(), in their order. A user header replaces the default of the same
+// name (Host, User-Agent, Accept-Encoding, Connection); Content-Length and Transfer-Encoding are
+// the client's (the body is framed by its size) and are not sent from set_headers().
+//
+// Connections. One is reused only after its previous response was read whole, and never after a
+// response that said `Connection: close`, an HTTP/1.0 response without keep-alive, a body read
+// until close, or bytes the server sent beyond the response. A connection that sat idle for a
+// second or more is checked first (a peek that does not wait, as Go's transport learns of a close
+// from its background read): one the server closed is replaced before the request is sent, so a
+// server's keepalive_timeout costs no request, POST included. When the server closes a reused
+// connection before any byte of the response came (a close the check could not see yet: a
+// keepalive_requests limit without `Connection: close`, or a close racing the request), a
+// replayable request is sent again, once, on a new connection: GET, HEAD, PUT, DELETE, OPTIONS and
+// TRACE, and any request with an Idempotency-Key header. Any other (POST, PATCH...) fails with -3
+// or -4 and is never sent twice. A fresh connection is never retried.
+//
+// How things fail. get/post/execute return false, status_code() says where it failed and error()
+// why (an errno; error_message() a readable text). The connection is closed after any failure,
+// body() is empty (never part of a body as if it were all of it), and header() keeps the fields
+// of a head that had arrived whole, if any.
+// - -1, the connection could not be made: the kernel's errno (ECONNREFUSED, ENETUNREACH...),
+//   ETIMEDOUT after connect_timeout (or when the request's timeout ran out first), a name that
+//   does not resolve (ENXIO, see coring::resolve), EPERM outside a coroutine, ECANCELED when
+//   cancel(cid) or close() ended the wait, EPROTONOSUPPORT for an https:// redirect ("TLS is not
+//   supported yet").
+// - -2, the request timed out (ETIMEDOUT): timeout, which covers the whole call (connecting,
+//   sending, every byte of the response, retries and redirects), ran out. A timeout of zero or
+//   less fails every request at once this way, before anything is sent.
+// - -3, no complete response: the server closed or reset the connection first (ECONNRESET, also
+//   for a clean close mid-response: a body cut short is never a success), or the response was
+//   refused: malformed (EBADMSG: a signed, non-numeric or duplicated Content-Length, Content-Length
+//   beside Transfer-Encoding, a bad status line or version, a 101 nobody asked for, a bare LF,
+//   obs-fold or a bad field name, bad chunked framing, a compressed body that is corrupt or ends
+//   early, an unusable Location), a head over max_header_size (EMSGSIZE), a body over
+//   max_body_size (EFBIG; decided from Content-Length before any body byte is read when it can
+//   be), on_body returned false (ECANCELED), or cancel(cid) or close() from another coroutine
+//   while the response was awaited (ECANCELED).
+// - -4, the request could not be sent: the kernel's errno (EPIPE, ECONNRESET), ECANCELED (cancel
+//   or close while sending), EINVAL for a request that cannot be written (a method that is not a
+//   token; a path that does not start with '/' (an empty one is "/"), other than "*", or that
+//   holds a space, CR, LF or other control byte; a header from set_headers() with a name that is
+//   not a token or a CR, LF or NUL in its value), or the file of execute_file(): its open() errno,
+//   EINVAL when it is not a regular file, EIO when it became shorter while it was sent. If the
+//   server answered before it stopped reading (a 413, say, then closed), that answer is returned
+//   instead, and the call succeeds.
+// - Redirects (max_redirects > 0): 301, 302 and 303 become GET without a body (HEAD stays HEAD),
+//   307 and 308 repeat the method and body; Location may be absolute (another host or port too:
+//   the client connects there for the hop, and the next request goes back to its own host) or
+//   relative. Authorization, Cookie and WWW-Authenticate from set_headers() are not sent to
+//   another host:port (Go drops them the same way). A 3xx without Location, or the one that would
+//   exceed max_redirects, is returned as the response (true, status 3xx). A redirect's body is
+//   read and dropped, never handed to on_body.
+// - Two coroutines using one Client at the same time: the second one's call throws
+//   coring::BindError with Swoole's text for "reading" and the client's socket (see common.hpp);
+//   the first one's request goes on. Use one Client per coroutine, or a pool (coring/pool.hpp).
+//   A call on the client from inside its own on_body callback (a request, set_headers,
+//   set_options) throws std::logic_error.
+// - close() from another coroutine while a request waits ends that wait (ECANCELED as above);
+//   cancel(cid) of the requesting coroutine does the same. A coroutine unwound while it waits in a
+//   request (after a deadlock) leaves the request abandoned and the connection closed. An
+//   exception thrown by on_body abandons the request the same way and leaves get()/execute().
+// - Sizes and durations: max_header_size and max_body_size of 0 refuse any head or any non-empty
+//   body; a negative number cast to size_t is a limit too large to matter. max_redirects of 0 or
+//   less follows none. Durations saturate (see common.hpp); kForever means no limit.
+//
+// The one-call functions get(url), post(url, body) and execute(method, url, body) parse
+// `http://host[:port]/path?query` (an IPv6 literal in brackets too; no fragment is sent) and run
+// the request on a Client taken from this container's idle ones for that host:port (at most 8
+// idle per host:port, 64 in all: more are closed), which goes back there when its connection may
+// be reused. Their ClientResponse carries status, headers, body and error as Client would. A URL
+// that is malformed fails with status -1 and EINVAL, with credentials (user@host) EINVAL too, and
+// an https:// URL with -1, EPROTONOSUPPORT and "TLS is not supported yet", without connecting.
+// coring::last_error() is set to the error as well. The idle connections of a container are
+// closed when the next one-call request on that thread finds its container gone, or when the
+// thread exits.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "coring/common.hpp"
+#include "coring/http_server.hpp"  // Header
+
+#pragma GCC visibility push(default)
+
+namespace coring::http {
+
+struct ClientOptions {
+  // Each connection attempt, within timeout.
+  Duration connect_timeout = std::chrono::seconds(10);
+  // The whole call: connecting, sending, the whole response, retries and redirects.
+  Duration timeout = std::chrono::seconds(60);
+  bool keep_alive = true;
+  // The response head, status line through the empty line (each interim 1xx's too); trailers
+  // have the same limit. 256 KiB: between nginx's proxy buffers (8 KiB) and Go's transport
+  // (10 MiB), as Chromium; larger: -3, EMSGSIZE.
+  size_t max_header_size = 256 * 1024;
+  // A stored body (after decoding, so a small compressed body cannot unpack into gigabytes);
+  // larger: -3, EFBIG. Bodies handed to on_body are not limited: the callback decides.
+  size_t max_body_size = 256 * 1024 * 1024;
+  int max_redirects = 0;  // Swoole's default: none followed
+  // Sends `Accept-Encoding: gzip, deflate` (unless set_headers() has one) and decodes a body
+  // whose Content-Encoding is gzip, x-gzip or deflate (zlib or raw); its Content-Encoding and
+  // Content-Length are then dropped from headers(), as Go does. Other codings arrive as sent.
+  bool decompress = false;
+  // Set: the body (decoded) is handed out in pieces as it arrives instead of being stored, and
+  // body() stays empty; status_code() and header() already describe the response during the
+  // calls. Each piece is valid during its call only. Returning false abandons the response
+  // (-3, ECANCELED) and closes the connection.
+  std::function<bool(std::string_view piece)> on_body;
+};
+
+struct ClientStats {
+  uint64_t requests = 0;     // responses read whole (each redirect's too; 1xx not counted)
+  uint64_t connections = 0;  // connections made
+  uint64_t retries = 0;      // requests sent again after a reused connection was found closed
+  uint64_t redirects = 0;    // redirects followed
+};
+
+namespace detail {
+struct ClientCore;
+}
+
+class Client {
+ public:
+  // host: a name, an IPv4 address, or an IPv6 address (with or without brackets).
+  Client(std::string host, uint16_t port, ClientOptions options = {});
+  // Closes the connection. Destroying or moving a Client while a request of another coroutine
+  // runs on it is a programming error (that coroutine's request would use freed memory).
+  ~Client();
+  Client(Client&&) noexcept;
+  Client& operator=(Client&&) noexcept;
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Extra request headers, sent with every request from now on (see the header comment); a
+  // name or value that could not be sent makes each request fail with -4, EINVAL.
+  void set_headers(std::vector<std::pair<std::string, std::string>> headers);
+  const ClientOptions& options() const noexcept;
+  void set_options(ClientOptions options);
+
+  // path: origin form ("/a/b?x=1"). true: a response arrived (any status); false: see above.
+  bool get(std::string_view path);
+  bool post(std::string_view path, std::string_view body);
+  bool execute(std::string_view method, std::string_view path, std::string_view body = {});
+  // The body is the file's bytes, Content-Length its size at open, sent with sendfile(2) (the
+  // kernel copies; reading a file not in the page cache blocks the thread, as in nginx).
+  bool post_file(std::string_view path, const std::string& file_path);
+  bool execute_file(std::string_view method, std::string_view path, const std::string& file_path);
+
+  // >0: the HTTP status; -1 connect failed or timed out, -2 request timed out, -3 server closed
+  // the connection (or the response was refused), -4 sending the request failed; 0 before any.
+  int status_code() const noexcept;
+  std::string_view body() const noexcept;
+  // The first header of that name (compared without case), from the last response's head. The
+  // views stay valid until the next call on the client (taken inside on_body: until it returns).
+  std::optional<std::string_view> header(std::string_view name) const noexcept;
+  std::span<const Header> headers() const noexcept;  // in the order received
+  // A trailer field of a chunked response (they are not merged into headers()).
+  std::optional<std::string_view> trailer(std::string_view name) const noexcept;
+  std::error_code error() const noexcept;
+  std::string_view error_message() const noexcept;
+  ClientStats stats() const noexcept;
+  const std::string& host() const noexcept;
+  uint16_t port() const noexcept;
+
+  // Closes the connection (the next request opens a new one); true if one was open. From
+  // another coroutine while a request waits: that request fails (ECANCELED, see above).
+  bool close();
+
+ private:
+  friend struct detail::ClientCore;
+  std::unique_ptr<detail::ClientCore> core_;
+};
+
+struct ClientResponse {
+  int status = 0;  // as Client::status_code()
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  std::error_code error;
+  std::string error_message;
+  // The first header of that name, compared without case.
+  std::optional<std::string_view> header(std::string_view name) const noexcept;
+};
+
+ClientResponse get(std::string_view url, ClientOptions options = {});
+ClientResponse post(std::string_view url, std::string_view body, ClientOptions options = {});
+ClientResponse execute(std::string_view method, std::string_view url, std::string_view body = {},
+                       ClientOptions options = {});
+
+}  // namespace coring::http
+
+#pragma GCC visibility pop
