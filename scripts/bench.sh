@@ -6,11 +6,13 @@
 #
 #   scripts/bench.sh                      everything, 3 rounds (a few minutes)
 #   ROUNDS=1 scripts/bench.sh             a quick look
-#   SECTIONS=micro scripts/bench.sh       only some sections (micro, scale, echo, workers, http)
+#   SECTIONS=micro scripts/bench.sh       only some sections (micro, scale, echo, workers, http,
+#                                         client)
+#   scripts/bench.sh http client          the same: sections as arguments
 #
 # Knobs (environment):
 #   ROUNDS [3]           rounds; every figure is the median over them
-#   SECTIONS [micro scale echo workers http]
+#   SECTIONS [micro scale echo workers http client]
 #   BUILD_DIR [build-release]   the build directory (results go to BUILD_DIR/bench-results/)
 #   LTO [true]           -Db_lto for the static build (the second coring column) and the C++
 #                        peers; the first coring column is always the shared library
@@ -27,8 +29,14 @@
 #   HTTP_WARMUP_SECS [1] unmeasured wrk load after each HTTP server starts (0: none)
 #   HTTP_AB_N [200000]   requests per ab -k run of the http section
 #   NGINX [/usr/sbin/nginx]   the nginx binary the http section runs
-#   HTTP_DIRTY_PCT [5] HTTP_RETRIES [3]   redo an HTTP run during which other processes used
-#                        more than this % of the machine, at most this many times
+#   HTTP_DIRTY_PCT [5] HTTP_RETRIES [3]   redo an HTTP run (http and client sections) during
+#                        which other processes used more than this % of the machine, at most
+#                        this many times
+#   CLIENT_SECS [3]      seconds per client run of the client section
+#   CLIENT_CONNS [100]   concurrent keep-alive connections of each client
+#   CLIENT_FILE_BYTES [1024]   the size of the static file the clients fetch from nginx
+#   CLIENT_WARMUP_SECS [1]     unmeasured wrk load after nginx starts (0: none)
+#   CLIENT_IMPLS ["coring go wrk"]   the clients, in order (also: coring-epoll, coring-lto)
 #
 # coring is measured as an embedding program gets it: the library built with the README's
 # options (release, no LTO) and installed into a private prefix, and the measured programs
@@ -61,7 +69,8 @@ root=$PWD
 source scripts/bench_lib.sh
 
 ROUNDS=${ROUNDS:-3}
-SECTIONS=${SECTIONS:-micro scale echo workers http}
+SECTIONS=${SECTIONS:-micro scale echo workers http client}
+(($# > 0)) && SECTIONS="$*"  # scripts/bench.sh client: the same as SECTIONS=client
 BUILD_DIR=${BUILD_DIR:-build-release}
 LTO=${LTO:-true}
 BENCH_CPU=${BENCH_CPU:-0}
@@ -92,7 +101,7 @@ build_all() {
   fi || { tail -40 "$log"; return 1; }
   local targets=(bench/coring_bench bench/scale_bench bench/peers/context_peer
     bench/peers/echo_load bench/peers/epoll_echo bench/peers/uring_echo bench/peers/churn_load
-    bench/peers/http_limit samples/echo_server)
+    bench/peers/http_limit bench/peers/http_limit_uring samples/echo_server bench/http_client_load)
   if grep -q 'bench/peers/fiber_peer' "$BUILD_DIR/build.ninja"; then
     targets+=(bench/peers/fiber_peer)
   else
@@ -111,6 +120,9 @@ build_all() {
       >>"$log" 2>&1 || { tail -20 "$log"; return 1; }
     GOCACHE=$BUILD_DIR/go/cache GOPATH=$BUILD_DIR/go/path GO111MODULE=off GOFLAGS="" \
       GOTMPDIR=$BUILD_DIR/go go build -o "$bin/peers/go_http_server" bench/peers/http_server.go \
+      >>"$log" 2>&1 || { tail -20 "$log"; return 1; }
+    GOCACHE=$BUILD_DIR/go/cache GOPATH=$BUILD_DIR/go/path GO111MODULE=off GOFLAGS="" \
+      GOTMPDIR=$BUILD_DIR/go go build -o "$bin/peers/go_http_client" bench/peers/http_client.go \
       >>"$log" 2>&1 || { tail -20 "$log"; return 1; }
   else
     echo "bench: go not found, the Go peer is skipped (scripts/deps.sh installs it)" >&2
@@ -138,7 +150,7 @@ build_shared() {
   mkdir -p "$bin/shared"
   local program
   for program in bench/coring_bench bench/scale_bench samples/echo_server samples/tcp_server \
-    samples/http_server; do
+    samples/http_server bench/http_client_load; do
     local extra=()
     [[ $program == bench/coring_bench ]] && extra=(-lbenchmark -lpthread)
     g++ -O2 -std=c++20 -o "$bin/shared/$(basename "$program")" "$program.cpp" "${flags[@]}" \
@@ -479,7 +491,9 @@ workers_rows() {
 # build; io_uring, and the epoll engine beside it) against Debian's nginx (one worker, access
 # log off: bench/peers/nginx.conf.in), Go's net/http (GOMAXPROCS=1: bench/peers/http_server.go)
 # and a server that does not parse HTTP at all (bench/peers/http_limit: a canned response per
-# request head, the ceiling of this machine and load generator). Each server runs alone,
+# request head, the ceiling of this machine and load generator; bench/peers/http_limit_uring:
+# the same on io_uring with multishot receives, the least CPU per request any server can spend
+# here). Each server runs alone,
 # pinned to BENCH_CPU (nginx: master and worker; coring: master and worker), the load
 # generator pinned to the other CPU. Per server and round, after HTTP_WARMUP_SECS of
 # unmeasured load: wrk -t1 -c100 for HTTP_SECS (req/s, p99 latency), the same with 16
@@ -500,7 +514,7 @@ NGINX=${NGINX:-/usr/sbin/nginx}
 HTTP_DIRTY_PCT=${HTTP_DIRTY_PCT:-5}
 HTTP_RETRIES=${HTTP_RETRIES:-3}
 
-http_servers=(coring coring-epoll nginx go limit)
+http_servers=(coring coring-epoll nginx go limit limit-uring)
 
 # http_tree PID: PID and its descendants (a master and its workers).
 http_tree() {
@@ -545,6 +559,7 @@ http_start() {
       server=("$NGINX" -p "$run/" -c conf/nginx.conf -e logs/error.log) ;;
     go) server=(env GOMAXPROCS=1 "$bin/peers/go_http_server" -port "$port") ;;
     limit) server=("$bin/peers/http_limit" --port "$port") ;;
+    limit-uring) server=("$bin/peers/http_limit_uring" --port "$port") ;;
   esac
   # Long enough for every run against it; timeout(1) signals its whole process group.
   timeout -k 5 $((2 * HTTP_SECS + HTTP_WARMUP_SECS + 240)) taskset -c "$BENCH_CPU" \
@@ -685,6 +700,7 @@ http_measure() {
     nginx) [[ -x $NGINX ]] || return 0 ;;
     go) [[ -x $bin/peers/go_http_server ]] || return 0 ;;
     limit) [[ -x $bin/peers/http_limit ]] || return 0 ;;
+    limit-uring) [[ -x $bin/peers/http_limit_uring ]] || return 0 ;;
   esac
   if ! http_start "$impl" "$port" "$log"; then
     bench_fail "http $impl: the server did not answer GET / within 10 s: $(tail -c 300 "$log" | tr '\n' ' ')"
@@ -715,6 +731,8 @@ http_prepare() {
   [[ -x $NGINX ]] || bench_fail "http: no nginx at $NGINX (NGINX=path; scripts/deps.sh installs it)"
   [[ -x $bin/peers/go_http_server ]] || bench_fail "http: the Go peer was not built"
   [[ -x $bin/peers/http_limit ]] || bench_fail "http: bench/peers/http_limit was not built"
+  [[ -x $bin/peers/http_limit_uring ]] ||
+    bench_fail "http: bench/peers/http_limit_uring was not built"
   return 0
 }
 
@@ -742,6 +760,10 @@ http_rows() {
   bench_row "$figure" coring:http_plain_cpu "Go net/http" go:http_plain_cpu faster - "(info)"
   bench_row "$figure" coring:http_plain_cpu "canned responses, no parsing (ceiling)" \
     limit:http_plain_cpu faster - "(info)"
+  bench_row "$figure" coring:http_plain_cpu "canned responses on io_uring (the floor)" \
+    limit-uring:http_plain_cpu faster - "(info)"
+  bench_row "$figure" limit-uring:http_plain_cpu "nginx, 1 worker" nginx:http_plain_cpu faster \
+    - "(info: the floor against nginx)"
   figure="HTTP keep-alive (as above): p99 latency, ms"
   bench_row "$figure" coring:http_plain_p99 "nginx, 1 worker" nginx:http_plain_p99 faster \
     "ratio>=1.0" "no worse than nginx"
@@ -763,6 +785,226 @@ http_rows() {
   figure="HTTP failed requests over the three runs (wrk: non-2xx, socket errors; ab: failed)"
   bench_row "$figure, max over rounds" coring:http_failures "nginx, 1 worker" nginx:http_failures \
     - "max<=0" "zero"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Section "client": HTTP client throughput. Debian's nginx (one worker, access log off,
+# keep-alive with no practical request limit: bench/peers/nginx_client.conf.in) serves one
+# small static file (CLIENT_FILE_BYTES bytes) pinned to the CPU other than BENCH_CPU; each
+# client runs alone on BENCH_CPU against it, CLIENT_CONNS keep-alive connections, for
+# CLIENT_SECS:
+#   coring  bench/http_client_load: CLIENT_CONNS coroutines in one container, each with its own
+#           coring::http::Client, GETs in a loop (shared-library build, io_uring; the epoll
+#           engine and the static LTO build when CLIENT_IMPLS names coring-epoll, coring-lto)
+#   go      bench/peers/http_client.go: net/http's client, CLIENT_CONNS goroutines through one
+#           Transport (MaxConnsPerHost and MaxIdleConnsPerHost CLIENT_CONNS), every body read
+#           whole and closed; GOMAXPROCS=1, since the client has one CPU, as a coring container
+#           uses one
+#   wrk     wrk -t1 -cCLIENT_CONNS: a load generator in C with no runtime and no per-request
+#           bookkeeping beyond counting, the floor of what a client costs here
+# nginx is started once per round (and warmed up with CLIENT_WARMUP_SECS of unmeasured wrk
+# load); the clients then run in turn against it, in reverse order on even rounds. Per run:
+# requests/s as the client reports it (coring and Go count a request when the status is 200 and
+# the body has exactly the file's size; wrk counts every response), failures (coring, Go: any
+# other outcome; wrk: non-2xx responses and socket errors), and the client's CPU time per
+# request: the user+sys time of the client process over its whole life (the rusage of the
+# subshell's children, as bash's `times` reports it: the same utime+stime /proc/PID/stat shows,
+# taken when the process has ended, so nothing is missed) divided by the requests it counted.
+# nginx's CPU use over the run is kept too (%, from /proc/PID/stat of its master and worker):
+# near 100 the server, not the client, bounds req/s. A run during which other processes used
+# more than HTTP_DIRTY_PCT % of the machine is redone, at most HTTP_RETRIES times, as in the
+# http section (whose process helpers this section uses).
+
+CLIENT_SECS=${CLIENT_SECS:-3}
+CLIENT_CONNS=${CLIENT_CONNS:-100}
+CLIENT_FILE_BYTES=${CLIENT_FILE_BYTES:-1024}
+CLIENT_WARMUP_SECS=${CLIENT_WARMUP_SECS:-1}
+CLIENT_IMPLS=${CLIENT_IMPLS:-coring go wrk}
+
+# client_command IMPL PORT: sets client_load, the command line of one run of IMPL's client
+# against the nginx on PORT; false when IMPL is unknown or its program was not built.
+client_command() {
+  local impl=$1 port=$2 program
+  local url="http://127.0.0.1:$port/small.txt"
+  local coring_args=(--port "$port" --path /small.txt --concurrency "$CLIENT_CONNS"
+    --duration "$CLIENT_SECS" --body-size "$CLIENT_FILE_BYTES")
+  case $impl in
+    coring) program=$bin/shared/http_client_load
+      client_load=(env CORING_ENGINE=io_uring "$program" "${coring_args[@]}") ;;
+    coring-epoll) program=$bin/shared/http_client_load
+      client_load=(env CORING_ENGINE=epoll "$program" "${coring_args[@]}") ;;
+    coring-lto) program=$bin/http_client_load
+      client_load=(env CORING_ENGINE=io_uring "$program" "${coring_args[@]}") ;;
+    go) program=$bin/peers/go_http_client
+      client_load=(env GOMAXPROCS=1 "$program" -url "$url" -c "$CLIENT_CONNS"
+        -seconds "$CLIENT_SECS" -size "$CLIENT_FILE_BYTES") ;;
+    wrk) program=$(command -v wrk) || return 1
+      client_load=(wrk -t1 -c"$CLIENT_CONNS" -d"${CLIENT_SECS}s" "$url") ;;
+    *) return 1 ;;
+  esac
+  [[ -x $program ]]
+}
+
+# client_start_nginx PORT: the round's nginx (its run directory, config and file), pinned to
+# the CPU other than BENCH_CPU; waits (10 s at most) until it serves the file. Sets http_pid
+# (the timeout process) and http_top (the master), as http_start does, for http_stop.
+client_start_nginx() {
+  local port=$1 run=$BENCH_OUT/client-nginx-r$BENCH_ROUND impls
+  mkdir -p "$run/conf" "$run/logs" "$run/temp" "$run/html"
+  sed "s/@PORT@/$port/" bench/peers/nginx_client.conf.in >"$run/conf/nginx.conf"
+  head -c "$CLIENT_FILE_BYTES" /dev/zero | tr '\0' x >"$run/html/small.txt"
+  read -ra impls <<<"$CLIENT_IMPLS"
+  # Long enough for every run of the round, retries included; timeout(1) signals the group.
+  timeout -k 5 $(((CLIENT_SECS + 30) * ${#impls[@]} * (HTTP_RETRIES + 1) + CLIENT_WARMUP_SECS + 60)) \
+    taskset -c $(((BENCH_CPU + 1) % $(nproc))) "$NGINX" -p "$run/" -c conf/nginx.conf \
+    -e logs/error.log </dev/null >"$run/logs/stdout" 2>&1 &
+  http_pid=$!
+  http_top=
+  local deadline=$((SECONDS + 10))
+  while ((SECONDS < deadline)); do
+    if [[ $(curl -s -m 1 -o /dev/null -w '%{http_code} %{size_download}' \
+      "http://127.0.0.1:$port/small.txt" 2>/dev/null) == "200 $CLIENT_FILE_BYTES" ]]; then
+      http_top=$(pgrep -P "$http_pid" | head -1)  # taskset execs into nginx's master
+      [[ -n $http_top ]] && return 0
+    fi
+    kill -0 "$http_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  return 1
+}
+
+# client_figures IMPL FILE: "requests req_per_s failures" from a client's output ("-" when
+# missing).
+client_figures() {
+  if [[ $1 == wrk ]]; then
+    http_wrk_figures "$2" | awk '{ print $1, $2, $4 }'
+  else
+    awk '/^requests=/ { for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] } }
+      END { print ("requests" in f) ? f["requests"] : "-", ("requests_per_s" in f) ? f["requests_per_s"] : "-",
+            ("failures" in f) ? f["failures"] : "-" }' "$2"
+  fi
+}
+
+# client_measure IMPL PORT NGINX_PIDS...: one measured run of IMPL's client against nginx.
+client_measure() {
+  local impl=$1 port=$2
+  shift 2
+  local out="$BENCH_OUT/logs/r$BENCH_ROUND.client-$impl.out" client_load=()
+  client_command "$impl" "$port" || return 0
+  local nginx_before nginx_after machine_before machine_after start_time end_time times
+  local status client_seconds others attempt hz
+  hz=$(getconf CLK_TCK)
+  for ((attempt = 1; ; attempt++)); do
+    machine_before=$(http_machine_ticks)
+    nginx_before=$(http_ticks "$@")
+    start_time=$EPOCHREALTIME
+    # The last line of `times`: the CPU time of this subshell's children, the client's.
+    times=$({
+      timeout -k 5 $((CLIENT_SECS + 60)) taskset -c "$BENCH_CPU" "${client_load[@]}" \
+        </dev/null >"$out" 2>&1
+      echo "status $?"
+      times
+    })
+    end_time=$EPOCHREALTIME
+    nginx_after=$(http_ticks "$@")
+    machine_after=$(http_machine_ticks)
+    status=$(awk '$1 == "status" { print $2 }' <<<"$times")
+    client_seconds=$(tail -1 <<<"$times" | awk '{ s = 0
+      for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); s += t[1] * 60 + t[2] }
+      printf "%.3f", s }')
+    others=$(awk -v before="$machine_before" -v after="$machine_after" -v hz="$hz" \
+      -v known=$((nginx_after - nginx_before)) -v client="$client_seconds" 'BEGIN {
+        split(before, b, " "); split(after, a, " ")
+        o = a[2] > b[2] ? 100 * (a[1] - b[1] - known - client * hz) / (a[2] - b[2]) : 0
+        printf "%.1f", o < 0 ? 0 : o }')
+    awk -v o="$others" -v d="$HTTP_DIRTY_PCT" 'BEGIN { exit !(o > d) }' || break
+    if ((attempt > HTTP_RETRIES)); then
+      bench_fail "client $impl: other processes used $others% of the machine in each of" \
+        "$attempt runs; the last one counts"
+      break
+    fi
+    mv "$out" "$out.disturbed$attempt"
+    printf '  %-24s disturbed: other processes used %s%% of the machine; again in 3 s\n' \
+      "client $impl" "$others" >&2
+    sleep 3
+  done
+  bench_record "$impl" client_others "$others" "%"
+  local requests rate failures
+  read -r requests rate failures < <(client_figures "$impl" "$out")
+  if ((status != 0)) || [[ $requests == - || $rate == - || $failures == - ]]; then
+    bench_fail "client $impl: exit $status: $(tail -c 300 "$out" | tr '\n' ' ')"
+    return 0
+  fi
+  bench_record "$impl" client_rate "$rate" "req/s"
+  bench_record "$impl" client_failures "$failures" "count"
+  local us busy
+  us=$(awk -v s="$client_seconds" -v n="$requests" 'BEGIN { if (n > 0) printf "%.6g", s * 1e6 / n }')
+  [[ -n $us ]] && bench_record "$impl" client_cpu "$us" "us"
+  busy=$(awk -v t=$((nginx_after - nginx_before)) -v hz="$hz" -v a="$start_time" -v b="$end_time" \
+    'BEGIN { if (b > a) printf "%.1f", 100 * t / hz / (b - a) }')
+  [[ -n $busy ]] && bench_record "$impl" client_server_busy "$busy" "%"
+  printf '  %-24s %s req/s, %s us/req of client CPU, %s failed, nginx %s%% busy, others %s%%\n' \
+    "client $impl" "$rate" "${us:--}" "$failures" "${busy:--}" "$others" >&2
+}
+
+client_prepare() {
+  local tool impl client_load=()
+  for tool in wrk curl; do
+    command -v "$tool" >/dev/null || bench_fail "client: $tool is missing (scripts/deps.sh installs it)"
+  done
+  [[ -x $NGINX ]] || bench_fail "client: no nginx at $NGINX (NGINX=path; scripts/deps.sh installs it)"
+  for impl in $CLIENT_IMPLS; do
+    client_command "$impl" 1 ||
+      bench_fail "client: the $impl client is unknown or was not built"
+  done
+  return 0
+}
+
+client_round() {
+  [[ -x $NGINX ]] && command -v wrk >/dev/null && command -v curl >/dev/null || return 0
+  local port=$((26000 + BENCH_ROUND)) impl tree
+  if ! client_start_nginx "$port"; then
+    bench_fail "client: nginx did not serve the file within 10 s: $(tail -c 300 \
+      "$BENCH_OUT/client-nginx-r$BENCH_ROUND/logs/error.log" 2>/dev/null | tr '\n' ' ')"
+    http_stop
+    return 0
+  fi
+  # shellcheck disable=SC2207  # pids
+  tree=($(http_tree "$http_top"))
+  if ((CLIENT_WARMUP_SECS > 0)); then
+    timeout -k 5 $((CLIENT_WARMUP_SECS + 30)) taskset -c "$BENCH_CPU" wrk -t1 -c"$CLIENT_CONNS" \
+      -d"${CLIENT_WARMUP_SECS}s" "http://127.0.0.1:$port/small.txt" </dev/null >/dev/null 2>&1
+  fi
+  local order
+  read -ra order <<<"$CLIENT_IMPLS"
+  ((BENCH_ROUND % 2 == 0)) && mapfile -t order < <(printf '%s\n' "${order[@]}" | tac)
+  for impl in "${order[@]}"; do
+    client_measure "$impl" "$port" "${tree[@]}"
+  done
+  http_stop
+}
+
+client_rows() {
+  local kib
+  kib=$(awk -v b="$CLIENT_FILE_BYTES" 'BEGIN { if (b % 1024 == 0) printf "%d KiB", b / 1024; else printf "%d B", b }')
+  local figure="HTTP client: keep-alive GETs of a $kib file from nginx (1 worker, other CPU), $CLIENT_CONNS connections, one CPU, req/s"
+  bench_row "$figure" coring:client_rate "Go net/http, $CLIENT_CONNS goroutines, GOMAXPROCS=1" \
+    go:client_rate of "ratio>=1.5" "≥ 1.5x Go"
+  bench_row "$figure" coring:client_rate "wrk -t1 -c$CLIENT_CONNS (C, no runtime: the floor)" \
+    wrk:client_rate of - "(info)"
+  figure="HTTP client (as above): client CPU time per request, us"
+  bench_row "$figure" coring:client_cpu "Go net/http, $CLIENT_CONNS goroutines, GOMAXPROCS=1" \
+    go:client_cpu faster "ratio>=1.4925" "≤ 0.67x Go's"
+  bench_row "$figure" coring:client_cpu "wrk -t1 -c$CLIENT_CONNS (C, no runtime: the floor)" \
+    wrk:client_cpu faster "ratio>=0.7692" "≤ 1.3x wrk's"
+  figure="HTTP client (as above): nginx's CPU use during the run, %"
+  bench_row "$figure" coring:client_server_busy "Go net/http" go:client_server_busy of - \
+    "(info: near 100, nginx bounds req/s)"
+  bench_row "$figure" coring:client_server_busy "wrk" wrk:client_server_busy of - "(info)"
+  figure="HTTP client (as above): failed requests, max over rounds"
+  bench_row "$figure" coring:client_failures "Go net/http" go:client_failures - "max<=0" "zero"
+  bench_row "$figure" coring:client_failures "wrk (non-2xx, socket errors)" wrk:client_failures - \
+    - "(info)"
 }
 
 # ---------------------------------------------------------------------------------------------
