@@ -77,7 +77,7 @@ struct ClientCore {
   bool idempotency_key = false;
 
   // ---- the connection
-  Socket socket{Socket::Type::tcp};
+  Socket socket{-1, Socket::Type::tcp};  // no descriptor until connect() makes one
   bool connected = false;
   std::string connected_host;
   uint16_t connected_port = 0;
@@ -141,6 +141,10 @@ struct ClientCore {
     return find(0, parser.head_header_count, name);
   }
 };
+
+// The response a one-call request returns, moved out of client after its request (ok: whether
+// it succeeded); on failure also records the error for last_error().
+ClientResponse take_response(Client& client, bool ok);
 
 Duration remaining(int64_t deadline_ns) noexcept;
 

@@ -63,6 +63,29 @@ ClientResponse failed_response(int error, std::string_view text) {
 
 }  // namespace
 
+namespace detail {
+
+ClientResponse take_response(Client& client, bool ok) {
+  ClientCore& core = ClientCore::of(client);
+  ClientResponse response;
+  response.status = core.status;
+  response.error = client.error();
+  response.error_message.assign(client.error_message());
+  if (ok) {
+    response.headers.reserve(client.headers().size());
+    for (const Header& field : client.headers()) {
+      response.headers.emplace_back(std::string(field.name), std::string(field.value));
+    }
+    response.body = std::move(core.body);
+    core.body.clear();
+  } else {
+    coring::detail::set_last_error(core.error);
+  }
+  return response;
+}
+
+}  // namespace detail
+
 std::optional<std::string_view> ClientResponse::header(std::string_view name) const noexcept {
   for (const auto& [field, value] : headers) {
     if (detail::same_name(field, name)) return std::string_view(value);
@@ -92,21 +115,8 @@ ClientResponse execute(std::string_view method, std::string_view url, std::strin
     client = std::make_unique<Client>(std::string(parts.host), parts.port, std::move(options));
   }
   bool ok = client->execute(method, parts.target, body);
+  ClientResponse response = detail::take_response(*client, ok);
   detail::ClientCore& core = detail::ClientCore::of(*client);
-  ClientResponse response;
-  response.status = core.status;
-  response.error = client->error();
-  response.error_message.assign(client->error_message());
-  if (ok) {
-    response.headers.reserve(client->headers().size());
-    for (const Header& field : client->headers()) {
-      response.headers.emplace_back(std::string(field.name), std::string(field.value));
-    }
-    response.body = std::move(core.body);
-    core.body.clear();
-  } else {
-    coring::detail::set_last_error(core.error);
-  }
   // Put back only a connection to its own host (a redirect may have taken it elsewhere) that
   // may take another request; the table is looked up again: others may have changed it while
   // this request waited.
