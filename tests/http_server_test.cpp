@@ -1906,3 +1906,29 @@ TEST_CASE("http: an absolute-form target is routed by its path (RFC 9112 3.2.2)"
       });
   CHECK(seen == std::vector<std::string>{"/api/x|q=1", "/api|", "root:/", "root:/"});
 }
+
+TEST_CASE("http: OPTIONS * asks about the server: an empty 200, no handler runs") {
+  int handled = 0;
+  with_server(
+      {},
+      [&](http::Server& server) {
+        server.handle("/", [&](http::Request&, http::Response& response) {
+          ++handled;
+          response.end("root");
+        });
+      },
+      [&](http::Server&, uint16_t port) {
+        Client client(port);
+        CO_REQUIRE(client.ok());
+        CO_REQUIRE(client.send("OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n"));
+        Reply r = client.read();
+        CHECK(r.status == 200);
+        CHECK(r.get("Content-Length") == "0");
+        CHECK(r.body.empty());
+        // The connection goes on; "*" with another method is no resource either.
+        CO_REQUIRE(client.send("GET * HTTP/1.1\r\nHost: t\r\n\r\n"));
+        Reply other = client.read();
+        CHECK(other.status >= 400);
+      });
+  CHECK(handled == 0);
+}

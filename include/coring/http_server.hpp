@@ -3,7 +3,9 @@
 // Each connection reads request heads with llhttp in strict mode and runs the handler of the
 // longest matching path prefix with a Request and a Response. Keep-alive is the HTTP/1.1
 // default (HTTP/1.0 with `Connection: keep-alive`); pipelined requests are answered in order,
-// the responses of every complete request in one read gathered into one write. Request bodies
+// the responses of every complete request in one read gathered into one write (so a handler in
+// such a batch that waits, say for a database, holds back the responses before it in the batch,
+// as any pipelined answer waits for those before it; up to 64 KiB of them). Request bodies
 // come whole (Content-Length or chunked, up to package_max_length); `Expect: 100-continue` is
 // answered before the body is read. A response is ended with end(body) (Content-Length),
 // streamed with write() (chunked), or sent from a file with sendfile(). HEAD gets the head and
@@ -164,6 +166,7 @@ class Server {
 
   // The handler for paths under path_prefix: "/" takes everything; "/api" takes "/api" and
   // "/api/..." but not "/apis"; the longest matching prefix wins; nothing matching: 404.
+  // ("OPTIONS *", a question about the server itself, gets an empty 200 without any route.)
   // Routes are fixed when start() runs: a call after that is ignored, with an ERROR.
   void handle(std::string_view path_prefix, Handler handler);
   // Static files: GET and HEAD of path_prefix + "/x/y" serve directory + "/x/y" (see the header

@@ -214,7 +214,11 @@ void ServerCore::answer(detail::Exchange& exchange) {
   std::string_view path = request.path();
   bool threw = false;
   try {
-    if (const Route* route = route_for(path)) {
+    if (path == "*" && request.method() == "OPTIONS") {
+      // "OPTIONS *" asks about the server itself, not a resource (RFC 9110 9.3.7): no route
+      // can own it, and 404 would say the server does not exist. An empty 200, as Go answers.
+      response.end();
+    } else if (const Route* route = route_for(path)) {
       route->handler(request, response);
     } else {
       response.status(404);
