@@ -14,6 +14,7 @@
 #include "coring/sync.hpp"
 #include "coring/system.hpp"
 #include "coring/timer.hpp"
+#include "coring/tls.hpp"
 
 // Everything declared here is part of the shared library's interface (the library itself
 // is built with hidden visibility).

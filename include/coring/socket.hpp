@@ -31,6 +31,23 @@
 // - Names are resolved with coring::resolve() (see system.hpp): numeric addresses without a
 //   syscall, names on a worker thread; a name that cannot be resolved fails connect() with the
 //   resolver's error (ENXIO: no such name, EINVAL: malformed).
+// TLS: start_tls() runs a TLS handshake on a connected (client) or accepted (server) stream
+// socket; afterwards every call above works on the plaintext, with the same rules (see tls.hpp
+// for the context, the errors, and why kernel TLS is not used). What differs:
+// - recv() returns 0 at the peer's close_notify; a peer that ends the TCP connection without one
+//   (in the middle of a record or between records) fails the read with ECONNRESET.
+// - send() returns once the kernel has taken the records of the bytes it accepted (at most
+//   64 KiB per call). If its timeout passes, or cancel(cid) or close() interrupts it, after
+//   OpenSSL encrypted them, the bytes count as sent (as bytes in the kernel's send buffer do):
+//   the rest of their records leaves first on the next write call or on close(); nothing is
+//   sent twice or lost. A call that cannot get that rest out in its own time fails.
+// - close() sends a close_notify after what an interrupted writer left unsent, waiting at most
+//   the write timeout and never more than 1 s for the kernel to take them (not for the peer's
+//   answer); outside a coroutine, while unwound, and in the destructor only without waiting.
+//   shutdown(SHUT_WR) sends the close_notify the same way unless a writer is inside the socket.
+// - A protocol failure (EPROTO: a bad record, a fatal alert) or a failed handshake makes every
+//   later read and write fail with the same error.
+// - recvfrom() and sendto() fail with EINVAL.
 // A Socket belongs to the thread (container) that uses it. Its state lives on the heap, shared
 // with the operations waiting on it, so moving a Socket is always safe, and destroying one
 // while another coroutine waits on it acts as close(): the waiter wakes with ECANCELED.
@@ -57,6 +74,8 @@ namespace detail {
 struct SocketCore;
 struct AdoptedTag {};
 }  // namespace detail
+
+class TlsContext;
 
 // Framing for recv_packet(), as Swoole's open_eof_check / open_length_check.
 struct Protocol {
@@ -117,6 +136,8 @@ class Socket {
   // (Reading a file that is not in the page cache blocks the thread, as in nginx. sendfile(2)
   // has no MSG_NOSIGNAL: a peer that reset the connection raises SIGPIPE, which coring ignores
   // unless the application installed a handler of its own, see the header comment.)
+  // On a TLS socket the file is read with pread(2) in 64 KiB pieces and sent encrypted as
+  // send_all() would (a file_fd that cannot be read: pread's errno, ESPIPE for a pipe).
   ssize_t sendfile(int file_fd, int64_t offset, size_t count, Duration timeout = kDefaultTimeout);
   // One packet framed by set_protocol(). The view points into the socket's own buffer and stays
   // valid until the next read call on this socket. An empty view means the peer closed between
@@ -161,6 +182,10 @@ class Socket {
   // behaves the same while its coroutine is being unwound. It sends nothing: a peer that
   // vanished without a FIN or a reset (a cable pulled, a host gone) is only found by writing
   // or by TCP keep-alive (set_keepalive).
+  // On a TLS socket it lets OpenSSL look at what has arrived (still without waiting, and
+  // keeping it for recv()): records of application data count as pending data, the peer's
+  // close_notify as closed (error() 0), a TLS 1.3 session ticket or KeyUpdate as nothing; while
+  // another coroutine reads the socket it does not look and returns true.
   bool check_liveness();
 
   void set_timeout(Duration timeout);  // read and write
@@ -175,6 +200,41 @@ class Socket {
   bool set_nodelay(bool on);
   bool set_keepalive(bool on, int idle_seconds = 60, int interval_seconds = 5, int count = 3);
   bool set_linger(bool on, int seconds);
+
+  // ---- TLS (see tls.hpp) ----
+  // The TLS handshake, with ctx's role: a client context on a connected socket, a server
+  // context on an accepted one. A client sends server_name as SNI and verifies the server's
+  // certificate against it (an IP address is checked against the certificate's IP entries and
+  // sent without SNI); empty: the host name connect() was given, which must then not be empty
+  // when the context verifies (EINVAL otherwise). A server ignores server_name; it reads the
+  // client's with tls_server_name() afterwards. A client offers its context's remembered
+  // session for this server name and port (tls_session_reused() tells whether it was taken).
+  // The timeout covers the whole handshake; by default it is the connect timeout for a client
+  // (the handshake finishes connecting) and the read timeout for a server (it is the
+  // connection's first read). Bytes recv_packet() had buffered before the call are taken as the
+  // start of the peer's handshake (a protocol that upgrades to TLS in the middle, as STARTTLS).
+  // Needs both the read and the write side: BindError while another coroutine reads or writes.
+  // Returns true once the handshake has completed; false with error():
+  // - EPROTO with OpenSSL's reason in error_message(): verification ("TLS handshake failed:
+  //   certificate verify failed: certificate has expired", "...: hostname mismatch"), a peer
+  //   that does not speak TLS ("...: wrong version number"), a peer's alert, see tls.hpp.
+  // - ECONNRESET: the peer closed the connection in the middle of the handshake.
+  // - ETIMEDOUT (zero or negative timeout: only if the handshake cannot complete without
+  //   waiting, which it never can), ECANCELED (cancel(cid), or close() from another coroutine,
+  //   which sends no close_notify for a handshake that did not finish), EPIPE...
+  // - EINVAL: a datagram socket (DTLS is not supported), a TlsContext that was moved from, or
+  //   a verifying client without a name; EALREADY: start_tls() was already called; EBADF
+  //   after close(). While the coroutine is unwound it fails with ECANCELED as every wait does.
+  // After a failure every read and write fails with the handshake's error: close the socket
+  // (a server goes on with its other connections).
+  bool start_tls(const TlsContext& ctx, std::string_view server_name = {},
+                 Duration timeout = kDefaultTimeout);
+  // What the handshake settled ("" / false before a successful start_tls() and after close()).
+  bool is_tls() const noexcept;              // start_tls() succeeded and the socket is open
+  std::string tls_alpn() const;              // the negotiated application protocol
+  std::string tls_server_name() const;       // server: the client's SNI; client: the name sent
+  std::string tls_version() const;           // "TLSv1.3", "TLSv1.2"
+  bool tls_session_reused() const noexcept;  // the handshake resumed an earlier session
 
   int fd() const noexcept;
   Type type() const noexcept;

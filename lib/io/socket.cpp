@@ -17,6 +17,7 @@
 
 #include "core/logging.hpp"
 #include "io/socket_core.hpp"
+#include "io/tls_session.hpp"
 
 namespace coring {
 namespace detail {
@@ -116,14 +117,23 @@ bool size_fits(SocketCore* core, size_t size) noexcept {
 // close() was called on may be destroyed while that close() waits: its owner's coroutine, woken
 // with ECANCELED, returns.)
 void settle(SocketCore* core) noexcept {
-  if (core->active > 0) return;
+  if (core->active > 0) {
+    // Only the close() that sends a TLS close_notify is still inside: the calls it cancelled
+    // have left, so it may send (see finish_tls()).
+    if (core->finishing_tls && core->active == 1) wake_all(core->close_waiters, kWaitOk);
+    return;
+  }
   if (core->closed && core->fd >= 0) {
+    if (core->tls != nullptr) release_tls(core);
     if (Scheduler* s = tls_scheduler) s->engine().forget(core->fd);  // before the number is free
     ::close(core->fd);
     core->fd = -1;
     wake_all(core->close_waiters, kWaitOk);
   }
-  if (!core->owned && core->closers == 0) delete core;
+  if (!core->owned && core->closers == 0) {
+    destroy_tls(core);
+    delete core;
+  }
 }
 
 // For the calls that do not wait (bind, listen, options): false once closed.
@@ -217,6 +227,8 @@ Socket& Socket::operator=(Socket&& other) noexcept {
 Socket::~Socket() {
   if (core_ == nullptr) return;
   core_->owned = false;
+  // A TLS close_notify only if the kernel takes it at once: a destructor does not wait.
+  if (core_->tls != nullptr && !core_->closed) detail::close_notify_now(core_);
   detail::begin_close(core_);
   detail::settle(core_);
   core_ = nullptr;
@@ -254,6 +266,8 @@ bool Socket::listen(int backlog) {
 bool Socket::shutdown(int how) {
   SocketCore* const core = core_;
   if (!detail::open_for_call(core)) return false;
+  // TLS: the close_notify goes out before the TCP side ends writing.
+  if (core->tls != nullptr) detail::tls_shutdown(core, how);
   return detail::syscall_succeeded(core, ::shutdown(core->fd, how));
 }
 
@@ -274,6 +288,9 @@ bool Socket::close() {
       detail::settle(core);
     }
   } hold(core);
+  // TLS: the close_notify (and what an interrupted writer left unsent) goes out once the calls
+  // we just cancelled have left, within a short bound (see socket.hpp).
+  if (core->tls != nullptr) detail::finish_tls(core);
   // Wait for the readers and writers we just cancelled to leave, so that when close() returns
   // the descriptor is really closed. Where we may not wait (outside a coroutine, while being
   // unwound), the last of them closes it.

@@ -6,6 +6,8 @@
 // socket_transport.cpp: moving bytes and connections through the event engine: connect,
 //   accept, recv/send and their _all forms, datagrams.
 // socket_framing.cpp: recv_packet() and the Protocol it frames by.
+// tls_session.cpp: start_tls() and the TLS layer that receive() and transmit() pass through once
+//   a socket speaks TLS (see io/tls_session.hpp).
 //
 // Lifetime. The state lives in a heap SocketCore shared by the Socket object and by every
 // coroutine inside a call on it (`active`). close() (or the destructor) marks it closed and asks
@@ -31,6 +33,8 @@
 #include "io/address.hpp"
 
 namespace coring::detail {
+
+struct TlsSession;
 
 struct SocketCore {
   int fd = -1;
@@ -65,6 +69,14 @@ struct SocketCore {
   size_t end = 0;
   size_t packet_size = 0;
   size_t eof_scan_from = 0;
+
+  // TLS (io/tls_session.hpp): set by start_tls(), freed with the core.
+  TlsSession* tls = nullptr;
+  // The host name connect() was given: the name a TLS client checks when start_tls() gets none.
+  std::string connect_host;
+  // A close() is sending the TLS close_notify: it waits inside the socket (counted in active)
+  // for the calls it cancelled to leave; the last of them wakes it (settle()).
+  bool finishing_tls = false;
 };
 
 int family_of(Socket::Type type);
@@ -134,6 +146,13 @@ class Call {
     ++core->active;
     bound_ = true;
   }
+  // The write call of a close() that sends a TLS close_notify: the socket is already closed to
+  // everyone else; this call keeps the descriptor open until it is done (see finish_tls()).
+  struct Closing {};
+  Call(SocketCore* core, Closing) : core_(core), reading_(false), closing_(true) {
+    ++core->active;
+    bound_ = true;
+  }
   Call(const Call&) = delete;
   Call& operator=(const Call&) = delete;
   ~Call() {
@@ -143,6 +162,7 @@ class Call {
     settle(core_);
   }
   bool ok() const noexcept { return bound_; }
+  bool closing() const noexcept { return closing_; }
 
   // Carries out op (kind and arguments filled in) as this call's pending read or write and
   // waits for it. Returns the result (-errno on failure, -ETIMEDOUT past the deadline).
@@ -166,16 +186,25 @@ class Call {
  private:
   SocketCore* core_;
   bool reading_;
+  bool closing_ = false;
   bool bound_ = false;
   bool cancel_requested_ = false;
 };
 
 // ---- transport (socket_transport.cpp) ---------------------------------------------------------
 
-// recv() without the packet buffer. Returns bytes, 0 at end of stream, or -1 (error set).
+// recv() without the packet buffer. Returns bytes, 0 at end of stream, or -1 (error set). On a
+// TLS socket the bytes are the plaintext (tls_receive()).
 ssize_t receive(SocketCore* core, Call& call, void* buffer, size_t size, Duration timeout);
 
+// send(): bytes accepted, or -1 (error set). On a TLS socket: tls_transmit().
 ssize_t transmit(SocketCore* core, Call& call, const void* data, size_t size, Duration timeout);
+
+// The bytes on the wire, whatever the socket speaks: what receive() and transmit() do on a
+// plain socket, and what the TLS layer moves its records with. send_bytes() does not check
+// whether the socket was closed (the TLS close_notify is sent after close() began).
+ssize_t receive_bytes(SocketCore* core, Call& call, void* buffer, size_t size, Duration timeout);
+ssize_t send_bytes(SocketCore* core, Call& call, const void* data, size_t size, Duration timeout);
 
 // The address of host:port for a call on this socket: a Unix path, a numeric address, or a name
 // resolved within timeout (which waits: the caller holds a Call then, so that close() from

@@ -20,6 +20,7 @@
 #include "core/logging.hpp"
 #include "coring/socket.hpp"
 #include "io/socket_core.hpp"
+#include "io/tls_session.hpp"
 
 namespace coring {
 namespace detail {
@@ -59,6 +60,11 @@ bool connect_to(SocketCore* core, Call& call, const SocketAddress& address, int6
 
 // recv() without the packet buffer. Returns bytes, 0 at end of stream, or -1 (error set).
 ssize_t receive(SocketCore* core, Call& call, void* buffer, size_t size, Duration timeout) {
+  if (core->tls != nullptr) return tls_receive(core, call, buffer, size, timeout);
+  return receive_bytes(core, call, buffer, size, timeout);
+}
+
+ssize_t receive_bytes(SocketCore* core, Call& call, void* buffer, size_t size, Duration timeout) {
   // close() from another coroutine during a looping call (recv_all, recv_packet) whose previous
   // read completed before the cancellation landed: stop instead of reading again.
   if (core->closed || call.cancel_requested()) return failed(core, -ECANCELED);
@@ -92,6 +98,12 @@ ssize_t receive(SocketCore* core, Call& call, void* buffer, size_t size, Duratio
 
 ssize_t transmit(SocketCore* core, Call& call, const void* data, size_t size, Duration timeout) {
   if (core->closed || call.cancel_requested()) return failed(core, -ECANCELED);  // see receive()
+  if (core->tls != nullptr) return tls_transmit(core, call, data, size, timeout);
+  return send_bytes(core, call, data, size, timeout);
+}
+
+ssize_t send_bytes(SocketCore* core, Call& call, const void* data, size_t size, Duration timeout) {
+  if (call.cancel_requested()) return failed(core, -ECANCELED);  // see receive()
   if (size > kMaxTransfer) {
     // A stream takes it in pieces (send_all loops); a datagram cannot be split.
     if (is_datagram(core)) return failed(core, -EMSGSIZE);
@@ -157,6 +169,7 @@ bool Socket::connect(std::string_view host, uint16_t port, Duration timeout) {
   int64_t deadline = detail::deadline_for(detail::pick(timeout, core->connect_timeout));
   detail::SocketAddress address;
   if (!detail::address_for(core, host, port, detail::remaining(deadline), &address)) return false;
+  core->connect_host.assign(host);  // the name start_tls() checks by default
   return detail::connect_to(core, call, address, deadline);
 }
 
@@ -275,6 +288,7 @@ bool Socket::check_liveness() {
   }
   if (!detail::readable(core)) return false;                     // after a framing error: unusable
   if (core->end - core->begin > core->packet_size) return true;  // recv_packet() kept bytes
+  if (core->tls != nullptr) return detail::tls_check_liveness(core);
   // Through the engine, as every read: it may hold bytes it already received for this socket,
   // which a peek of the kernel's queue would miss.
   char byte;
@@ -297,6 +311,11 @@ ssize_t Socket::sendfile(int file_fd, int64_t offset, size_t count, Duration tim
   if (offset < 0) {
     detail::set_error(core, EINVAL, "sendfile: a negative offset");
     return -1;
+  }
+  // TLS: the file is read into the socket's buffer and sent encrypted (see tls_session.hpp).
+  if (core->tls != nullptr) {
+    return detail::tls_sendfile(core, call, file_fd, offset, count,
+                                detail::pick(timeout, core->write_timeout));
   }
   int64_t deadline = detail::deadline_for(detail::pick(timeout, core->write_timeout));
   off_t position = static_cast<off_t>(offset);
@@ -337,6 +356,7 @@ ssize_t Socket::sendto(std::string_view host, uint16_t port, const void* data, s
   Call call(core, false);
   if (!call.ok()) return -1;
   if (!detail::size_fits(core, size)) return -1;
+  if (core->tls != nullptr) return detail::refuse_on_tls(core);
   detail::SocketAddress address;
   if (!detail::address_for(core, host, port, core->connect_timeout, &address)) return -1;
   iovec vector{const_cast<void*>(data), size};
@@ -360,6 +380,7 @@ ssize_t Socket::recvfrom(void* buffer, size_t size, std::string* host, uint16_t*
   Call call(core, true);
   if (!call.ok()) return -1;
   if (!detail::size_fits(core, size)) return -1;
+  if (core->tls != nullptr) return detail::refuse_on_tls(core);
   detail::SocketAddress from;
   iovec vector{buffer, size};
   msghdr message{};
