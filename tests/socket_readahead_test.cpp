@@ -5,8 +5,12 @@
 // does not wait, a read after the peer closed), when the engine runs out of buffers, and when a
 // reader does not keep up; and closing a socket with unread input resets the connection, as
 // the kernel does. Every case runs under both engines.
+#include <arpa/inet.h>
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <coring/coring.hpp>
@@ -196,4 +200,50 @@ TEST_CASE("read-ahead: a descriptor number closed while its read-ahead is armed 
   CHECK(rc == 0);
   CHECK(echoed == "ping");
   CHECK(old_peer == 0);
+}
+
+TEST_CASE(
+    "read-ahead: a socket closed in the turn its read-ahead was armed keeps its number's "
+    "next socket whole") {
+  // The reader arms the read-ahead and waits; in the same turn of the scheduler, before anything
+  // reaches the kernel, the socket is closed and its number at once given to another connected
+  // socket with bytes already waiting (dup2). The old socket's receive must not take them.
+  std::string got;
+  int rc = Co::run([&] {
+    auto pair = coring_test::tcp_pair();
+    CO_REQUIRE(pair.ok);
+    Co::WaitGroup wg;
+    coring_test::spawn(wg, [&] {
+      char byte;
+      CHECK(pair.server.recv(&byte, 1, kLong) == -1);  // woken by the close below
+    });
+    const int number = pair.server.fd();
+    CHECK(pair.server.close());
+    // A second connection, made with blocking system calls so that nothing yields.
+    int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof address;
+    CO_REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+    CO_REQUIRE(::listen(listener, 4) == 0);
+    CO_REQUIRE(::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+    int client = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CO_REQUIRE(::connect(client, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+    int peer = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    CO_REQUIRE(peer >= 0);
+    CO_REQUIRE(::send(peer, "hello", 5, 0) == 5);
+    CO_REQUIRE(::dup3(client, number, O_CLOEXEC) == number);
+    ::close(client);
+    CO_REQUIRE(::fcntl(number, F_SETFL, O_NONBLOCK) == 0);
+    Co::Socket fresh(number, Co::Socket::Type::tcp);
+    char buffer[8];
+    ssize_t n = fresh.recv(buffer, sizeof buffer, kLong);
+    if (n > 0) got.assign(buffer, static_cast<size_t>(n));
+    CHECK(coring_test::settle(wg));
+    ::close(peer);
+    ::close(listener);
+  });
+  CHECK(rc == 0);
+  CHECK(got == "hello");
 }

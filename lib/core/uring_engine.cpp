@@ -97,7 +97,10 @@ void UringEngine::hide_for_test(uint32_t features, int opcode) noexcept {
 }
 
 UringEngine::~UringEngine() {
-  if (initialized_) io_uring_queue_exit(&ring_);
+  if (initialized_) {
+    drain_receivers();
+    io_uring_queue_exit(&ring_);
+  }
   release_buffers();
 }
 

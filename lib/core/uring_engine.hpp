@@ -122,6 +122,7 @@ class UringEngine final : public EventEngine {
     int32_t head = -1;        // queued buffers, in order, linked through slots_[id].next
     int32_t tail = -1;
     uint32_t queued = 0;
+    unsigned arm_tail = 0;  // the submission queue's tail just after its SQE was queued
 
     bool holds_something() const noexcept { return head >= 0 || error != 0 || at_end; }
   };
@@ -133,6 +134,7 @@ class UringEngine final : public EventEngine {
   static constexpr uint64_t kReceiverTag = 1;  // user_data's low bit: a Receiver, not an IoOp
   bool setup_buffers() noexcept;
   void release_buffers() noexcept;
+  void drain_receivers() noexcept;  // ends every armed multishot (the engine goes away)
   Receiver* receiver_of(int fd) const noexcept;
   // Starts a stream recv through fd's receiver: true when it completed at once (op.result set)
   // or was parked (*parked), false when the receiver does not apply and a plain SQE should do it.

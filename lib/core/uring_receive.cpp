@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/fork.hpp"
 #include "core/logging.hpp"
 #include "core/uring_engine.hpp"
 
@@ -118,6 +119,7 @@ bool UringEngine::arm(Receiver& receiver) {
   io_uring_sqe_set_data64(sqe, reinterpret_cast<uint64_t>(&receiver) | kReceiverTag);
   receiver.armed = true;
   receiver.cancelling = false;
+  receiver.arm_tail = ring_.sq.sqe_tail;  // taken by the kernel once its head reaches this
   return true;
 }
 
@@ -260,8 +262,8 @@ void UringEngine::receiver_completion(Receiver* receiver, int32_t result, uint32
     if (final) recycle(receiver);
     return;
   }
-  if (receiver->queued >= kMaxQueued) cancel_multishot(*receiver);
   if (receiver->waiter != nullptr) serve_waiter(*receiver);
+  if (receiver->queued >= kMaxQueued) cancel_multishot(*receiver);
 }
 
 void UringEngine::receiver_give_up(Receiver* receiver, int error) {
@@ -316,7 +318,50 @@ void UringEngine::forget(int fd) noexcept {
   // receiver at its final CQE. Its bytes go back to the ring at once.
   receiver->retired = true;
   drop_queued(*receiver);
+  // But the kernel looks the descriptor up only when it takes the SQE: an arm still queued in
+  // this turn would find whatever socket gets the number after the close (an accept, say) and
+  // receive its bytes for the retired receiver. Rare (armed and closed in one turn): submit it
+  // now, so that it holds this socket.
+  if (static_cast<int32_t>(*ring_.sq.khead - receiver->arm_tail) < 0) io_uring_submit(&ring_);
   cancel_multishot(*receiver);
+}
+
+void UringEngine::drain_receivers() noexcept {
+  if (buffer_ring_ == nullptr || fork_generation_ != fork_generation()) return;
+  // The kernel may write into the provided buffers as long as a multishot is armed, and a
+  // socket may outlive its container (a Client kept for reuse, a Socket declared outside
+  // run()): end them all before the buffers are freed. Only receivers' completions are looked
+  // at: everything else is being torn down.
+  auto armed = [this] {
+    size_t count = 0;
+    for (const auto& receiver : receiver_store_) count += receiver->armed;
+    return count;
+  };
+  for (const auto& receiver : receiver_store_) {
+    if (receiver->armed) cancel_multishot(*receiver);
+  }
+  for (int attempt = 0; attempt < 100 && armed() > 0; ++attempt) {
+    __kernel_timespec pause{0, 10'000'000};
+    io_uring_cqe* cqe = nullptr;
+    io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &pause, nullptr);
+    unsigned head, count = 0;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      ++count;
+      if ((cqe->user_data & kReceiverTag) && !(cqe->flags & IORING_CQE_F_MORE)) {
+        reinterpret_cast<Receiver*>(cqe->user_data & ~kReceiverTag)->armed = false;
+      }
+    }
+    io_uring_cq_advance(&ring_, count);
+  }
+  if (armed() > 0) {
+    // Never freed while the kernel may still write there: kept for the process's life.
+    log_format(LogLevel::warning,
+               "io_uring: %zu multishot receives did not end; their buffers "
+               "are kept",
+               armed());
+    buffer_ring_ = nullptr;
+    buffer_memory_ = nullptr;
+  }
 }
 
 }  // namespace coring::detail
