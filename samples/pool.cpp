@@ -1,26 +1,29 @@
 // A connection pool on coring: N coroutines share a pool of M connections to an echo server;
 // each coroutine takes a connection, does one round trip, and gives it back, K times. Prints the
-// round trips done, the connections made, and the time.
+// round trips done, the connections made, and the time. With --http the same through an
+// http::ClientPool of M HTTP clients against an HTTP server (GET /echo?...).
 //
-//   pool [--coroutines 100] [--size 8] [--requests 100] [--port P]
+//   pool [--coroutines 100] [--size 8] [--requests 100] [--port P] [--http]
 //
-// Without --port it starts an echo server of its own, in the same container, on 127.0.0.1.
+// Without --port it starts a server of its own, in the same container, on 127.0.0.1.
 #include <chrono>
 #include <coring/coring.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace {
 
 void usage(const char* program) {
   std::printf(
-      "usage: %s [--coroutines N] [--size M] [--requests K] [--port P]\n"
+      "usage: %s [--coroutines N] [--size M] [--requests K] [--port P] [--http]\n"
       "  N coroutines (default 100) share a pool of at most M connections (default 8) to an\n"
       "  echo server on 127.0.0.1: its own, or the one on port P. Each coroutine does K round\n"
-      "  trips (default 100), taking a connection from the pool for each. Exit status 1 if a\n"
-      "  round trip fails.\n",
+      "  trips (default 100), taking a connection from the pool for each. With --http: an\n"
+      "  http::ClientPool of M clients and an HTTP server (its own answers GET /echo?TEXT with\n"
+      "  TEXT). Exit status 1 if a round trip fails.\n",
       program);
 }
 
@@ -33,15 +36,68 @@ void echo(Co::Socket connection) {
   }
 }
 
+// --http: N coroutines share an http::ClientPool of M keep-alive clients (a ConnectionPool of
+// http::Client inside); each request borrows one and gives it back when its response is read.
+long http_round_trips(long coroutines, long size, long requests, long port, long* connections) {
+  long round_trips = 0;
+  std::optional<Co::http::Server> server;
+  Co::WaitGroup serving;
+  if (port == 0) {  // no server given: start one
+    server.emplace("127.0.0.1", 0);
+    server->handle("/echo", [](Co::http::Request& request, Co::http::Response& response) {
+      response.end(request.query());
+    });
+    serving.add();
+    Co::create([&] {
+      if (!server->start()) std::fprintf(stderr, "pool: the HTTP server did not start\n");
+      serving.done();
+    });
+    port = server->port();
+  }
+  Co::http::ClientPoolOptions options;
+  options.size = static_cast<size_t>(size);
+  Co::http::ClientPool pool("127.0.0.1", static_cast<uint16_t>(port), options);
+  Co::WaitGroup all;
+  for (long c = 0; c < coroutines; ++c) {
+    all.add();
+    Co::create([&, c] {
+      Co::this_coroutine::defer([&] { all.done(); });
+      for (long r = 0; r < requests; ++r) {
+        std::string text = "c" + std::to_string(c) + "r" + std::to_string(r);
+        Co::http::ClientResponse response = pool.get("/echo?" + text);  // waits for a client
+        if (response.status != 200 || response.body != text) {
+          std::fprintf(stderr, "pool: GET: %d %s\n", response.status,
+                       response.error_message.c_str());
+          return;
+        }
+        ++round_trips;
+      }
+    });
+  }
+  all.wait();
+  *connections = static_cast<long>(pool.connections());
+  pool.close();
+  if (server) {
+    server->shutdown();
+    serving.wait();
+  }
+  return round_trips;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   long coroutines = 100, size = 8, requests = 100, port = 0;
+  bool http = false;
   for (int i = 1; i < argc; ++i) {
     std::string option = argv[i];
     if (option == "--help" || option == "-h") {
       usage(argv[0]);
       return 0;
+    }
+    if (option == "--http") {
+      http = true;
+      continue;
     }
     if (i + 1 >= argc) {
       std::fprintf(stderr, "%s: %s needs a value (see --help)\n", argv[0], option.c_str());
@@ -69,6 +125,11 @@ int main(int argc, char** argv) {
   long round_trips = 0, connections_made = 0, failures = 0;
   auto started = std::chrono::steady_clock::now();
   int status = Co::run([&] {
+    if (http) {
+      round_trips = http_round_trips(coroutines, size, requests, port, &connections_made);
+      failures = round_trips == coroutines * requests ? 0 : 1;
+      return;
+    }
     Co::Socket listener;
     if (port == 0) {  // no server given: start one
       if (!listener.bind("127.0.0.1", 0) || !listener.listen()) {
