@@ -177,13 +177,16 @@ for engine in io_uring epoll; do
   # ab's "Failed requests" also counts "Length": a response whose byte count differs from the
   # first one's (ab's close_connection compares them). The last response on a connection a
   # stopping worker ends says Connection: close, a header longer than the others: one per
-  # connection the reloads ended, at most 3 x 10. Every other kind must be zero.
+  # connection the reloads ended: each reload ends each of ab's 10 connections at most once,
+  # and a connection ab opens again may reach the stopping worker in the instant before it
+  # stops accepting (answered once, with close): at most 3 x 10 x 2 (a CI run saw 40). Every
+  # other kind must be zero.
   failed_requests=$(sed -nE 's/^ *\(Connect: ([0-9]+), Receive: ([0-9]+), Length: [0-9]+, Exceptions: ([0-9]+)\).*/\1\2\3/p' <<<"$out")
   length_failures=$(sed -nE 's/.*Length: ([0-9]+),.*/\1/p' <<<"$out")
   [[ -z $failed_requests ]] && failed_requests=$(sed -nE 's/^Failed requests: *([0-9]+).*/\1/p' <<<"$out")
   [[ $failed_requests =~ ^0+$ ]] && failed_requests=0
   reloads=$(grep -c 'reload' "$log" 2>/dev/null)
-  if ((ab_status == 0 && during_load && ${length_failures:-0} <= 30)) &&
+  if ((ab_status == 0 && during_load && ${length_failures:-0} <= 60)) &&
     [[ $complete == 600000 && $failed_requests == 0 ]] &&
     ! grep -q '^Non-2xx responses' <<<"$out" && [[ $(hello) == 200 ]]; then
     pass "[$engine] three reloads during ab -k: 600000 complete, none failed (${length_failures:-0} last responses of closed connections longer: they say close)"
