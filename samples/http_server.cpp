@@ -1,14 +1,20 @@
 // An HTTP/1.1 server on coring: a master binds the port and forks workers that share it
 // (coring::WorkerPool); each worker serves it with a coring::http::Server, one coroutine per
 // connection. GET / answers "Hello, World!" (text/plain): the benchmark's target
-// (scripts/bench.sh, section "http"). With --root DIR, /static/... serves the files under DIR.
-// SIGUSR1 reloads the workers gracefully, SIGTERM or Ctrl-C stops them gracefully.
+// (scripts/bench.sh, sections "http" and "tls"). With --root DIR, /static/... serves the files
+// under DIR. With --cert FILE --key FILE it serves HTTPS instead: the TLS context is made once,
+// in the master, before the workers are forked, so that every worker shares its session ticket
+// keys (a client resumes its session with whichever worker takes its next connection; see
+// coring/server.hpp). SIGUSR1 reloads the workers gracefully, SIGTERM or Ctrl-C stops them
+// gracefully.
 //
 //   http_server [--host 127.0.0.1] [--port 9501] [--workers N] [--root DIR]
+//               [--cert FILE --key FILE [--ciphersuites LIST]]
 #include <coring/coring.hpp>
 #include <coring/http_server.hpp>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 namespace {
@@ -16,6 +22,7 @@ namespace {
 void usage(const char* program) {
   std::printf(
       "usage: %s [--host HOST] [--port PORT] [--workers N] [--root DIR]\n"
+      "          [--cert FILE --key FILE [--ciphersuites LIST]]\n"
       "  Serves HTTP/1.1 (and HTTP/1.0 keep-alive) in N worker processes (default: one per\n"
       "  CPU) that share one listening socket (port 0 picks one).\n"
       "  Prints \"listening on HOST:PORT\" once the socket is bound.\n"
@@ -28,7 +35,11 @@ void usage(const char* program) {
       "  --host HOST   the address to bind (127.0.0.1)\n"
       "  --port PORT   the port (9501; 0 picks a free one)\n"
       "  --workers N   worker processes (0: one per CPU)\n"
-      "  --root DIR    serve DIR under /static\n",
+      "  --root DIR    serve DIR under /static\n"
+      "  --cert FILE   serve HTTPS with this certificate chain (PEM: the certificate first)\n"
+      "  --key FILE    and this private key (PEM); both or neither\n"
+      "  --ciphersuites LIST   the TLS 1.3 cipher suites, in OpenSSL's syntax\n"
+      "                (TLS_AES_128_GCM_SHA256:...; default: OpenSSL's)\n",
       program);
 }
 
@@ -38,6 +49,7 @@ int main(int argc, char** argv) {
   std::string host = "127.0.0.1";
   long port = 9501;
   std::string root;
+  Co::TlsOptions tls;
   Co::WorkerOptions options;
   for (int i = 1; i < argc; ++i) {
     std::string option = argv[i];
@@ -58,14 +70,32 @@ int main(int argc, char** argv) {
       options.worker_num = static_cast<int>(std::strtol(value.c_str(), nullptr, 10));
     } else if (option == "--root") {
       root = value;
+    } else if (option == "--cert") {
+      tls.cert_file = value;
+    } else if (option == "--key") {
+      tls.key_file = value;
+    } else if (option == "--ciphersuites") {
+      tls.ciphersuites = value;
     } else {
       std::fprintf(stderr, "%s: unknown option %s (see --help)\n", argv[0], option.c_str());
       return 2;
     }
   }
-  if (port < 0 || port > 65535 || options.worker_num < 0) {
+  if (port < 0 || port > 65535 || options.worker_num < 0 ||
+      tls.cert_file.empty() != tls.key_file.empty() ||
+      (!tls.ciphersuites.empty() && tls.cert_file.empty())) {
     usage(argv[0]);
     return 2;
+  }
+  // In the master, before the fork (see the comment at the top).
+  std::optional<Co::TlsContext> context;
+  if (!tls.cert_file.empty()) {
+    context = Co::TlsContext::server(tls);
+    if (!context) {
+      std::fprintf(stderr, "http_server: %s\n",
+                   std::string(Co::TlsContext::last_error_message()).c_str());
+      return 1;
+    }
   }
 
   Co::WorkerPool pool(options);
@@ -76,7 +106,9 @@ int main(int argc, char** argv) {
   std::printf("listening on %s:%u\n", host.c_str(), pool.port());
   std::fflush(stdout);
   int status = pool.start([&](int) {
-    Co::http::Server server(pool.listener());
+    Co::http::ServerOptions server_options;
+    server_options.tls = context;
+    Co::http::Server server(pool.listener(), server_options);
     server.handle("/", [](Co::http::Request&, Co::http::Response& response) {
       response.header("Content-Type", "text/plain");
       response.end("Hello, World!");

@@ -5,11 +5,12 @@
 // skipped; each failure code (-1 refused and timed out, -2, -3 cut short / malformed / too
 // large, -4) with its errno; keep-alive reuse, Connection: close, a server that closes an idle
 // connection (GET retried once, POST never, a peeked close replaced first); redirects (relative,
-// another port, 303, 307, the limit, https); gzip, deflate (zlib and raw), chunked + gzip,
+// another port, 303, 307, the limit, to https); gzip, deflate (zlib and raw), chunked + gzip,
 // corrupt and truncated streams; on_body streaming, its refusal and its exception; max_body_size;
 // uploads from a file; BindError for two coroutines; close() and cancel() from another
-// coroutine; the one-call functions with URL parsing, reuse per host and https://. Cases restated
-// from Go's net/http response_test.go and transport_test.go are marked "(Go: ...)".
+// coroutine; the one-call functions with URL parsing, reuse per host and https:// to a server
+// that does not speak TLS (-5; HTTPS against real TLS servers is tls_server_test.cpp's). Cases
+// restated from Go's net/http response_test.go and transport_test.go are marked "(Go: ...)".
 #include <doctest/doctest.h>
 #include <sys/socket.h>
 #include <zlib.h>
@@ -206,6 +207,26 @@ RawServer::Script answer_all(std::string response) {
     }
   };
 }
+
+// A server that does not speak TLS, as an https client meets it: it answers at once, without
+// reading (what a plaintext HTTP server says to a TLS ClientHello), then reads until the client
+// closes (a close with unread input would be a reset that could overtake the answer), keeping
+// what it read in *received; each connection's script then marks *done.
+RawServer::Script answer_at_once(std::string response, std::string* received, Co::WaitGroup* done) {
+  return [response, received, done](RawConnection& c) {
+    if (c.send(response)) {
+      char chunk[4096];
+      ssize_t n;
+      while ((n = c.socket().recv(chunk, sizeof chunk, kLong)) > 0) {
+        received->append(chunk, static_cast<size_t>(n));
+      }
+    }
+    done->done();
+  };
+}
+
+constexpr const char* kPlaintextAnswer =
+    "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 // A script that answers each connection's first request with response, then closes.
 RawServer::Script answer_once_then_close(std::string response) {
@@ -1125,6 +1146,11 @@ TEST_CASE("redirects: relative, absolute to another port, method rules, the limi
     });
     CO_REQUIRE(other.ok());
     std::string elsewhere = "http://127.0.0.1:" + std::to_string(other.port());
+    std::string received;
+    Co::WaitGroup plaintext_done;
+    RawServer plaintext(answer_at_once(kPlaintextAnswer, &received, &plaintext_done));
+    CO_REQUIRE(plaintext.ok());
+    std::string https_plaintext = "https://127.0.0.1:" + std::to_string(plaintext.port()) + "/";
     RawServer server([&](RawConnection& c) {
       while (auto request = c.next_request()) {
         const std::string& t = request->target;
@@ -1151,7 +1177,7 @@ TEST_CASE("redirects: relative, absolute to another port, method rules, the limi
         }
         if (t.rfind("/loop", 0) == 0) location = "/loop" + std::to_string(t.size());
         if (t == "/nowhere") location = "";
-        if (t == "/tls") location = "https://127.0.0.1/";
+        if (t == "/tls") location = https_plaintext;
         if (t == "/bad") location = "http://[nope/";
         if (location.empty() && t != "/nowhere") {
           c.send(ok_response("final:" + request->method + " " + t + " " + request->body));
@@ -1206,10 +1232,18 @@ TEST_CASE("redirects: relative, absolute to another port, method rules, the limi
     CHECK(client.get("/nowhere"));  // a 3xx without Location is the answer
     CHECK(client.status_code() == 302);
 
+    // To https: the hop speaks TLS (here to a server that does not, which says so in clear).
+    plaintext_done.add(1);
     CHECK_FALSE(client.get("/tls"));
-    CHECK(client.status_code() == -1);
-    CHECK(client.error().value() == EPROTONOSUPPORT);
-    CHECK(client.error_message().find("TLS is not supported yet") != std::string_view::npos);
+    CHECK(client.status_code() == -5);
+    CHECK(client.error().value() == EPROTO);
+    CHECK(client.error_message().find("wrong version number") != std::string_view::npos);
+    CHECK(settle(plaintext_done));  // the client closed: the server has read all it sent
+    CHECK(plaintext.connections() == 1);
+    // What it got was a TLS handshake record (a ClientHello), no request in clear.
+    CHECK(!received.empty());
+    CHECK(received.substr(0, 1) == "\x16");
+    CHECK(received.find("GET ") == std::string::npos);
 
     CHECK_FALSE(client.get("/bad"));
     CHECK(client.status_code() == -3);
@@ -1514,14 +1548,29 @@ TEST_CASE("http::get: IPv6 literals") {
   });
 }
 
-TEST_CASE("http::get: https:// and malformed URLs fail clearly, without connecting") {
+TEST_CASE("http::get: https:// speaks TLS (-5 from a plaintext server); malformed URLs fail") {
   in_container([] {
-    http::ClientResponse r = http::get("https://127.0.0.1:1/");
-    CHECK(r.status == -1);
-    CHECK(r.error.value() == EPROTONOSUPPORT);
-    CHECK(r.error_message == "TLS is not supported yet");
-    CHECK(Co::last_error().value() == EPROTONOSUPPORT);
+    std::string received;
+    Co::WaitGroup done;
+    RawServer plaintext(answer_at_once(kPlaintextAnswer, &received, &done));
+    CO_REQUIRE(plaintext.ok());
+    std::string https_url = "https://127.0.0.1:" + std::to_string(plaintext.port()) + "/x";
+    done.add(1);
+    http::ClientResponse r = http::get(https_url);
+    CHECK(r.status == -5);
+    CHECK(r.error.value() == EPROTO);
+    CHECK(r.error_message.find("https://127.0.0.1:" + std::to_string(plaintext.port()) +
+                               ": TLS handshake failed: wrong version number") == 0);
+    CHECK(Co::last_error().value() == EPROTO);
     CHECK(r.body.empty());
+    CHECK(settle(done));                     // the client closed: the server has read all it sent
+    CHECK(received.substr(0, 1) == "\x16");  // a ClientHello; no request in clear
+    CHECK(received.find("GET ") == std::string::npos);
+    // The same port over http: the plaintext server's answer (another idle-table key).
+    done.add(1);
+    r = http::get("http://127.0.0.1:" + std::to_string(plaintext.port()) + "/x");
+    CHECK(r.status == 400);
+    CHECK(settle(done));
     for (std::string url : {"", "http://", "http:///path", "ftp://host/", "127.0.0.1/x",
                             "http//host/", "http://host:99999/", "http://host:0/", "http://host:x/",
                             "http://user:pw@host/", "http://[::1/", "http://[zz]/", "http://ho st/",

@@ -1,9 +1,10 @@
 // coring::http::Client: HTTP/1.1 requests from straight-line coroutine code, and the one-call
 // functions http::get(url) / http::post(url, body) behind which idle connections wait per host.
 //
-// A Client talks to one host:port over one connection at a time, kept open between requests
-// while keep-alive holds (the HTTP/1.1 default): get(), post() and execute() send a request, wait
-// for the whole response and return true when one arrived, whatever its status (404 included);
+// A Client talks to one host:port over one connection at a time, in plain HTTP or, with
+// ClientOptions::https, over TLS (HTTPS, see below), kept open between requests while
+// keep-alive holds (the HTTP/1.1 default): get(), post() and execute() send a request, wait for
+// the whole response and return true when one arrived, whatever its status (404 included);
 // status_code(), header(), headers() and body() then describe it until the next request. The
 // response is read with llhttp in strict mode (the server's adapter): bodies framed by
 // Content-Length, chunked (trailers are checked and kept, see trailer()) or read until the server
@@ -13,7 +14,8 @@
 // of stored (on_body: a 10 GiB download needs no 10 GiB of memory), redirects followed
 // (max_redirects), a request body sent from a file with sendfile(2) (execute_file, post_file).
 //
-// The request head is Host (with the port unless it is 80), User-Agent: coring/0.1,
+// The request head is Host (with the port unless it is the scheme's default: 80 for http, 443
+// for https), User-Agent: coring/0.1,
 // Content-Length when there is a body (also 0 for POST, PUT and PATCH without one),
 // Accept-Encoding: gzip, deflate with decompress, Connection: close without keep_alive, then
 // the headers of set_headers(), in their order. A user header replaces the default of the same
@@ -39,8 +41,7 @@
 // - -1, the connection could not be made: the kernel's errno (ECONNREFUSED, ENETUNREACH...),
 //   ETIMEDOUT after connect_timeout (or when the request's timeout ran out first), a name that
 //   does not resolve (ENXIO, see coring::resolve), EPERM outside a coroutine, ECANCELED when
-//   cancel(cid) or close() ended the wait, EPROTONOSUPPORT for an https:// redirect ("TLS is not
-//   supported yet").
+//   cancel(cid) or close() ended the wait.
 // - -2, the request timed out (ETIMEDOUT): timeout, which covers the whole call (connecting,
 //   sending, every byte of the response, retries and redirects), ran out. A timeout of zero or
 //   less fails every request at once this way, before anything is sent.
@@ -61,13 +62,28 @@
 //   EINVAL when it is not a regular file, EIO when it became shorter while it was sent. If the
 //   server answered before it stopped reading (a 413, say, then closed), that answer is returned
 //   instead, and the call succeeds.
+// - -5, the TLS handshake failed (https only; the TCP connection had been made): error() EPROTO
+//   with OpenSSL's reason in error_message(), "https://HOST:PORT: TLS handshake failed: " then
+//   "certificate verify failed: certificate has expired", "...: hostname mismatch" (the
+//   certificate is not for the URL's host; an IP address is checked against its IP entries),
+//   "...: unable to get local issuer certificate" or "...: self-signed certificate in
+//   certificate chain" (a CA the client does not trust), "wrong version number (the peer does
+//   not speak TLS)" (a plaintext server on that port), "tlsv1 alert ..." (the server refused
+//   us); ECONNRESET when the server closed the connection during the handshake; ETIMEDOUT
+//   when it did not complete within connect_timeout (or the rest of timeout); ECANCELED
+//   (cancel(cid), close()); EINVAL when ClientOptions::tls holds a server context; the errno of
+//   TlsContext::client() when the default context cannot be made. The handshake of a reused
+//   connection is not repeated, and no request is ever sent on a connection that failed one.
 // - Redirects (max_redirects > 0): 301, 302 and 303 become GET without a body (HEAD stays HEAD),
 //   307 and 308 repeat the method and body; Location may be absolute (another host or port too:
 //   the client connects there for the hop, and the next request goes back to its own host) or
 //   relative. Authorization, Cookie and WWW-Authenticate from set_headers() are not sent to
-//   another host:port (Go drops them the same way). A 3xx without Location, or the one that would
-//   exceed max_redirects, is returned as the response (true, status 3xx). A redirect's body is
-//   read and dropped, never handed to on_body.
+//   another host:port, nor to another scheme (an https request's credentials never go out in
+//   clear; Go drops them for another host the same way). A redirect may go from http to https
+//   and back: the hop connects with the Location's scheme (a scheme-relative "//host/path"
+//   keeps the request's). A 3xx without Location, or the one that would exceed max_redirects,
+//   is returned as the response (true, status 3xx). A redirect's body is read and dropped,
+//   never handed to on_body.
 // - Two coroutines using one Client at the same time: the second one's call throws
 //   coring::BindError with Swoole's text for "reading" and the client's socket (see common.hpp);
 //   the first one's request goes on. Use one Client per coroutine, or a pool (coring/pool.hpp).
@@ -81,13 +97,33 @@
 //   body; a negative number cast to size_t is a limit too large to matter. max_redirects of 0 or
 //   less follows none. Durations saturate (see common.hpp); kForever means no limit.
 //
+// HTTPS. With ClientOptions::https a Client connects, then runs a TLS handshake with its host
+// as the name to verify (sent as SNI; an IP address is checked against the certificate's IP
+// entries and not sent), with ClientOptions::tls or, when that is empty, the thread's default
+// client context (TlsContext::client(): the system's CA store, made once per thread and shared
+// by every Client on it). A context remembers the last session per server, so the next
+// connection to a server resumes it (an abbreviated handshake, no certificate check to repeat).
+// Verification is on by default; a context made with TlsOptions::verify_peer false turns it off
+// (WARNING: then anyone on the path can read and change the traffic; for tests only). Everything
+// else works as over plain HTTP (keep-alive, the idle check, retries, redirects, uploads from a
+// file, which are read and encrypted instead of sendfile(2)), and close() sends the TLS
+// close_notify. A body that lasts until the close must end with the server's close_notify: a
+// connection cut without one is -3, ECONNRESET (a truncation an attacker could cause), never a
+// short body passed for a whole one.
+//
 // The one-call functions get(url), post(url, body) and execute(method, url, body) parse
-// `http://host[:port]/path?query` (an IPv6 literal in brackets too; no fragment is sent) and run
-// the request on a Client taken from this container's idle ones for that host:port (at most 8
-// idle per host:port, 64 in all: more are closed), which goes back there when its connection may
-// be reused. Their ClientResponse carries status, headers, body and error as Client would. A URL
-// that is malformed fails with status -1 and EINVAL, with credentials (user@host) EINVAL too, and
-// an https:// URL with -1, EPROTONOSUPPORT and "TLS is not supported yet", without connecting.
+// `http://host[:port]/path?query` and `https://host[:port]/path?query` (an IPv6 literal in
+// brackets too; no fragment is sent; the default port is 80 or 443) and run the request on a
+// Client taken from this container's idle ones for that scheme, host and port (at most 8 idle
+// per scheme, host and port, 64 in all: more are closed), which goes back there when its
+// connection may be reused. The URL's scheme decides whether TLS is spoken (options.https is
+// ignored); options.tls is the context for https, as on a Client. Only https connections of the
+// default context wait idle: a request with options.tls of its own makes a new connection each
+// time (resuming its context's last session with the server, an abbreviated handshake), so
+// that a connection verified with one context never serves a request that asked for another.
+// Their ClientResponse carries status, headers, body and error as Client would. A URL that is
+// malformed fails with status -1 and EINVAL, with credentials (user@host) EINVAL too, without
+// connecting.
 // coring::last_error() is set to the error as well. The idle connections of a container are
 // closed when the next one-call request on that thread finds its container gone, or when the
 // thread exits.
@@ -108,6 +144,7 @@
 
 #include "coring/common.hpp"
 #include "coring/http_server.hpp"  // Header
+#include "coring/tls.hpp"
 
 #pragma GCC visibility push(default)
 
@@ -136,13 +173,23 @@ struct ClientOptions {
   // calls. Each piece is valid during its call only. Returning false abandons the response
   // (-3, ECANCELED) and closes the connection.
   std::function<bool(std::string_view piece)> on_body;
+  // A Client speaks HTTPS to its host:port: TLS, verified against its host (see the header
+  // comment). The one-call functions ignore it: the URL's scheme decides. Changed with
+  // set_options(), the next request opens a new connection.
+  bool https = false;
+  // The client context for HTTPS (requests with https, https:// URLs, redirects to them).
+  // Empty: TlsContext::client() with the system's CA store, made once per thread and reused.
+  // Make one with TlsOptions::ca_file to trust a private CA, or with verify_peer false to
+  // accept any certificate (WARNING: for tests only, see tls.hpp).
+  std::optional<TlsContext> tls;
 };
 
 struct ClientStats {
   uint64_t requests = 0;     // responses read whole (each redirect's too; 1xx not counted)
-  uint64_t connections = 0;  // connections made
+  uint64_t connections = 0;  // connections made (https: counted before their handshake)
   uint64_t retries = 0;      // requests sent again after a reused connection was found closed
   uint64_t redirects = 0;    // redirects followed
+  uint64_t tls_resumed = 0;  // https connections whose handshake resumed an earlier session
 };
 
 namespace detail {
@@ -177,7 +224,9 @@ class Client {
   bool execute_file(std::string_view method, std::string_view path, const std::string& file_path);
 
   // >0: the HTTP status; -1 connect failed or timed out, -2 request timed out, -3 server closed
-  // the connection (or the response was refused), -4 sending the request failed; 0 before any.
+  // the connection (or the response was refused), -4 sending the request failed, -5 the TLS
+  // handshake failed (a certificate that does not verify, a server that does not speak TLS);
+  // 0 before any.
   int status_code() const noexcept;
   std::string_view body() const noexcept;
   // The first header of that name (compared without case), from the last response's head. The

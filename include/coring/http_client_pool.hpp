@@ -8,9 +8,11 @@
 // thousand coroutines can share eight connections; borrow() lends a Client for longer (several
 // requests, streaming with on_body) and gives it back when its Handle goes. A Client keeps its
 // connection between loans; it reconnects by itself when the server closed it while it sat idle
-// (see http_client.hpp), so a pooled connection the server dropped costs no request.
+// (see http_client.hpp), so a pooled connection the server dropped costs no request. HTTPS:
+// set client.https (and client.tls for a context of your own); the pool's Clients share that
+// context (or the thread's default one), so each new connection resumes an earlier session.
 //
-// How things fail. A request fails as on a Client (ClientResponse::status -1..-4 and error,
+// How things fail. A request fails as on a Client (ClientResponse::status -1..-5 and error,
 // see http_client.hpp). Waiting for a Client is bounded by wait_timeout: when none came back in
 // time the response has status -1 and ETIMEDOUT ("no pooled connection was free"), as Go's
 // transport fails a request that waited past its deadline for a connection; after close(), -1

@@ -44,6 +44,20 @@
 // - Static files (serve_directory): a path that would leave the directory (`..`, `%2e%2e`, a
 //   NUL byte, a symlink pointing outside, an absolute path after decoding) is 404, never served;
 //   a directory or anything but a regular file is 404; only GET and HEAD are allowed (405).
+//
+// HTTPS: ServerOptions::tls (inherited from the TCP server's options) set to a
+// TlsContext::server() serves every connection over TLS; everything above holds over it
+// (keep-alive, pipelining, chunked, 100-continue, the timeouts, shutdown). The handshake comes
+// first, bounded by tls_handshake_timeout (10 s, as header_timeout); header_timeout starts with
+// the first request byte after it. A failed handshake (a plaintext HTTP client on the HTTPS
+// port, a client that does not trust the certificate) closes the connection without an answer
+// and logs a NOTICE (see server.hpp); Request::connection().is_tls() tells a handler which it
+// got. sendfile() over TLS cannot leave the copy to the kernel (coring does not use kernel TLS,
+// see tls.hpp): the file is read in 64 KiB pieces and sent encrypted, with the same send_timeout
+// per piece and the same failures (a file of at most 64 KiB is read into the head's write: one
+// TLS write and one send for both). A response is ended by the server's close_notify when the
+// connection closes, so a client can tell a body cut short (without one) from one that ends
+// with the connection (HTTP/1.0, or write() to an HTTP/1.0 client).
 #pragma once
 
 #include <cstddef>
@@ -129,10 +143,11 @@ class Response {
   // chunk (the body is sent as a last data chunk first). false when the client is gone, or when
   // the response had already ended.
   bool end(std::string_view body = {});
-  // Ends the response with a whole file's bytes (sendfile(2): the kernel copies them),
-  // Content-Length from its size and Content-Type from its extension unless set. false, with
-  // nothing sent, when the file cannot be opened or is not a regular file (then answer
-  // something else, a 404, say); false when the client went away during the transfer.
+  // Ends the response with a whole file's bytes (sendfile(2): the kernel copies them; over TLS
+  // they are read and encrypted, see the header comment), Content-Length from its size and
+  // Content-Type from its extension unless set. false, with nothing sent, when the file cannot
+  // be opened or is not a regular file (then answer something else, a 404, say); false when the
+  // client went away during the transfer.
   bool sendfile(const std::string& path);
   // The same with length bytes of an open file from offset (the caller keeps the descriptor);
   // Content-Type is not guessed. false, with nothing sent, when the file is shorter.

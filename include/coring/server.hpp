@@ -33,18 +33,49 @@
 // - heartbeat_idle_time: a connection on which no byte was sent or received for that long is
 //   closed by the server (its handler's waits return -1 with ECANCELED); the kernel's own
 //   timestamps are used (TCP_INFO), so the data path pays nothing for it.
+//
+// TLS (ServerOptions::tls set to a TlsContext::server(), see tls.hpp): every accepted connection
+// runs its TLS handshake in its own coroutine before the handler sees it, so the handler reads
+// and writes plaintext through the same Connection calls, and Connection::close() sends the
+// TLS close_notify before the graceful close above. The handshake is bounded by
+// tls_handshake_timeout (10 s), which a client that connects and sends nothing (or a slow
+// handshake, a slowloris of TLS) cannot stretch. A handshake that fails closes the connection
+// without running the handler, counts in stats().tls_failed, and logs one NOTICE a second at
+// most (later ones are counted in the next), naming the connection, the peer and OpenSSL's
+// reason, for example
+//   `NOTICE connection#7 (127.0.0.1:51234): TLS handshake failed: http request (plaintext HTTP
+//   sent to a TLS port); closed`
+// (a plaintext client on a TLS port), "...: wrong version number (the peer does not speak TLS)",
+// "...: tlsv1 alert unknown ca" (a client that does not trust the certificate), "...: the peer
+// closed the connection without a TLS close_notify" (a client that gave up), "...: Connection
+// timed out" (tls_handshake_timeout). Such failures are what a public TLS port sees all day
+// (scanners, clients with old CA stores): the server goes on, and the limit keeps them from
+// flooding the log. The plaintext client gets no answer, only the close (nginx would answer its
+// HTTP with a 400; the bytes it sent are the TLS layer's, which has refused them).
+// shutdown() cancels the handshakes in progress (their connections close without a handler, as
+// a plain connection that had not sent its request yet would with http::Server). A tls that
+// is not a server context makes start() fail with EINVAL.
+// With WorkerPool the context may be made in the master before start() forks the workers (as
+// nginx does): each worker then uses its own copy of the same OpenSSL context, which is safe
+// with OpenSSL 3 (its random generator notices the fork and reseeds in each child; the context
+// is only read after it is made) and lets a client resume its session (TLS tickets) with any
+// worker, since they share the ticket keys made with the context. A context made in each
+// worker (in on_worker_start or worker_main) works too, but a ticket from one worker is then a
+// full handshake on another.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
 
 #include "coring/common.hpp"
 #include "coring/socket.hpp"
+#include "coring/tls.hpp"
 
 // Everything declared here is part of the shared library's interface (the library itself
 // is built with hidden visibility).
@@ -75,14 +106,20 @@ struct ServerOptions {
   // The graceful close's bound: how long the server drains a closed connection's input; 0
   // closes plainly.
   Duration linger_timeout = std::chrono::seconds(2);
+  // Set: serve TLS with this server context (see the header comment); empty: plain TCP.
+  std::optional<TlsContext> tls;
+  // The TLS handshake's bound, from the accept to its end (zero or less fails every handshake
+  // at once with ETIMEDOUT: the peer has always to be waited for).
+  Duration tls_handshake_timeout = std::chrono::seconds(10);
 };
 
 struct ServerStats {
   size_t connections = 0;      // open now
-  uint64_t accepted = 0;       // handed to a handler
-  uint64_t closed = 0;         // handlers that ended and whose connection was closed
+  uint64_t accepted = 0;       // accepted and not refused (with TLS, before the handshake)
+  uint64_t closed = 0;         // connections that ended and were closed (failed handshakes too)
   uint64_t refused = 0;        // closed at once because max_conn were open
   uint64_t accept_errors = 0;  // failed accept() calls (EMFILE...)
+  uint64_t tls_failed = 0;     // closed because their TLS handshake failed (no handler ran)
 };
 
 class ServerCore;

@@ -9,7 +9,9 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
+#include <string>
 
 #include "core/event_engine.hpp"
 #include "core/scheduler.hpp"
@@ -90,6 +92,25 @@ struct BodyFile {
   BodyFile& operator=(const BodyFile&) = delete;
 };
 
+// The context of https requests whose ClientOptions::tls is empty: the system's CA store, made
+// on first use and kept for the thread, so that its session cache lets a second connection to a
+// server resume the first one's session. Null (with *error and *why) when it cannot be made; a
+// failure is not kept: the next request tries again.
+const TlsContext* default_tls_context(int* error, std::string* why) {
+  thread_local std::optional<TlsContext> context;
+  if (!context) {
+    context = TlsContext::client();
+    if (!context) {
+      *error = coring::last_error().value();
+      if (*error == 0) *error = EINVAL;
+      why->assign("the default TLS client context cannot be made: ");
+      why->append(TlsContext::last_error_message());
+      return nullptr;
+    }
+  }
+  return &*context;
+}
+
 }  // namespace
 
 Duration remaining(int64_t deadline_ns) noexcept {
@@ -102,8 +123,12 @@ ClientCore::ClientCore(std::string host_name, uint16_t port_number, ClientOption
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
   }
+  set_host_line();
+}
+
+void ClientCore::set_host_line() {
   host_line = "Host: ";
-  append_host_value(host_line, host, port);
+  append_host_value(host_line, host, port, options.https);
   host_line += "\r\n";
 }
 
@@ -168,6 +193,10 @@ void ClientCore::close_connection() noexcept {
 }
 
 bool ClientCore::peer_still_there() noexcept {
+  // TLS: OpenSSL looks at what arrived, so that a session ticket is not taken for a response
+  // nobody asked for, and the server's close_notify reads as the close it is. (Application
+  // data nobody asked for would count as there: the next response's parse then refuses it.)
+  if (connected_https) return socket.check_liveness();
   char byte;
   // Through the engine: it may hold bytes (or the end of stream) it received ahead of us.
   int32_t result = coring::detail::receive_now(socket.fd(), &byte, 1, MSG_PEEK);
@@ -197,8 +226,37 @@ bool ClientCore::connect(const Hop& hop) {
   }
   connected_host.assign(hop.host);
   connected_port = hop.port;
+  connected_https = hop.https;
   ++stats.connections;
-  return true;
+  return !hop.https || start_tls(hop);
+}
+
+bool ClientCore::start_tls(const Hop& hop) {
+  const TlsContext* context = nullptr;
+  if (options.tls) {
+    // (A moved-from context is refused by start_tls itself, with EINVAL.)
+    if (options.tls->is_server()) {
+      return fail(-5, EINVAL, "ClientOptions::tls is a server context (use TlsContext::client())");
+    }
+    context = &*options.tls;
+  } else {
+    int error_number = 0;
+    std::string why;
+    context = default_tls_context(&error_number, &why);
+    if (context == nullptr) return fail(-5, error_number, why);
+  }
+  // The handshake finishes connecting: it has connect_timeout of its own, within the call's.
+  Duration timeout = std::min<Duration>(options.connect_timeout, remaining(deadline_ns));
+  if (timeout <= Duration::zero()) timeout = Duration::zero();  // not "the socket's default"
+  if (socket.start_tls(*context, hop.host, timeout)) {
+    if (socket.tls_session_reused()) ++stats.tls_resumed;
+    return true;
+  }
+  const bool ipv6 = hop.host.find(':') != std::string_view::npos;
+  std::string text = ipv6 ? "https://[" : "https://";
+  text.append(hop.host).append(ipv6 ? "]:" : ":").append(std::to_string(hop.port));
+  text.append(": ").append(socket.error_message());
+  return fail(-5, socket.error().value(), text);
 }
 
 // 0, or the errno of the failure with *why (null: the errno's text).
@@ -208,7 +266,7 @@ int ClientCore::send_request(const Hop& hop, const char** why) {
   output.append(hop.method).append(" ").append(hop.target).append(" HTTP/1.1\r\n");
   if (hop.elsewhere) {
     output += "Host: ";
-    append_host_value(output, hop.host, hop.port);
+    append_host_value(output, hop.host, hop.port, hop.https);
     output += "\r\n";
   } else if (!user_host) {
     output += host_line;
@@ -249,7 +307,7 @@ int ClientCore::send_request(const Hop& hop, const char** why) {
 bool ClientCore::exchange(const Hop& hop, bool may_follow) {
   for (int attempt = 0;; ++attempt) {
     bool reused = false;
-    if (connected && reusable && connected_port == hop.port && connected_host == hop.host) {
+    if (reusable && connected_to(hop)) {
       reused = coring::detail::monotonic_ns() - idle_since_ns < kIdleCheckNs || peer_still_there();
     }
     if (!reused) {
@@ -322,7 +380,7 @@ bool ClientCore::perform(std::string_view method, std::string_view path, Request
     text.append(": ").append(std::strerror(body.file_error));
     return fail(-4, body.file_error, text);
   }
-  Hop hop{method, host, port, path, body, false};
+  Hop hop{method, host, port, path, body, options.https, false};
   Destination destination;  // a redirect's target: hop's views point into it
   for (int redirects = 0;;) {
     const bool may_follow = redirects < options.max_redirects;
@@ -332,10 +390,8 @@ bool ClientCore::perform(std::string_view method, std::string_view path, Request
     if (!location) return true;  // nowhere to go: the 3xx is the answer
     Destination next;
     const char* why = nullptr;
-    int resolve_error = resolve_location(hop.host, hop.port, hop.target, *location, &next, &why);
-    if (resolve_error == EPROTONOSUPPORT) {
-      return fail(-1, EPROTONOSUPPORT, "TLS is not supported yet (a redirect to https://)");
-    }
+    int resolve_error =
+        resolve_location(hop.host, hop.port, hop.https, hop.target, *location, &next, &why);
     if (resolve_error != 0) {
       return fail(-3, EBADMSG, std::string("a redirect's Location is unusable: ") + why);
     }
@@ -349,7 +405,9 @@ bool ClientCore::perform(std::string_view method, std::string_view path, Request
     hop.host = destination.host;
     hop.port = destination.port;
     hop.target = destination.target;
-    hop.elsewhere = hop.port != port || hop.host != host;
+    hop.https = destination.https;
+    // Another scheme counts as elsewhere too: credentials sent over TLS never go out in clear.
+    hop.elsewhere = hop.port != port || hop.host != host || hop.https != options.https;
     ++redirects;
     ++stats.redirects;
   }
@@ -377,6 +435,7 @@ const ClientOptions& Client::options() const noexcept {
 void Client::set_options(ClientOptions options) {
   core_->check_binding();
   core_->options = std::move(options);
+  core_->set_host_line();  // https may have changed the default port
 }
 
 bool Client::get(std::string_view path) {

@@ -53,7 +53,8 @@ struct Hop {
   uint16_t port = 0;
   std::string_view target;
   RequestBody body;
-  bool elsewhere = false;  // not the client's own host:port: the user's credentials stay home
+  bool https = false;      // over TLS
+  bool elsewhere = false;  // not the client's own scheme, host and port: credentials stay home
 };
 
 struct ClientCore {
@@ -81,6 +82,7 @@ struct ClientCore {
   bool connected = false;
   std::string connected_host;
   uint16_t connected_port = 0;
+  bool connected_https = false;
   bool reusable = false;      // its last response was read whole and allows another request
   int64_t idle_since_ns = 0;  // when that response ended (monotonic)
 
@@ -114,11 +116,18 @@ struct ClientCore {
   ClientStats stats;
 
   // client.cpp
+  void set_host_line();  // from host, port and options.https
   void set_headers(std::vector<std::pair<std::string, std::string>> headers);
   void check_binding() const;  // BindError / logic_error for a call that may not start now
   bool perform(std::string_view method, std::string_view path, RequestBody body);
   bool exchange(const Hop& hop, bool may_follow);
   bool connect(const Hop& hop);
+  bool start_tls(const Hop& hop);
+  // Whether the connection is to hop's scheme, host and port.
+  bool connected_to(const Hop& hop) const noexcept {
+    return connected && connected_port == hop.port && connected_https == hop.https &&
+           connected_host == hop.host;
+  }
   int send_request(const Hop& hop, const char** why);
   bool replayable(const Hop& hop) const noexcept;
   bool peer_still_there() noexcept;

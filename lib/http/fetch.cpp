@@ -1,6 +1,6 @@
 // coring::http::get / post / execute (see coring/http_client.hpp): a URL taken apart, a Client
-// taken from the idle ones this container keeps for that host:port, the response copied out, and
-// the Client put back when its connection may be reused.
+// taken from the idle ones this container keeps for that scheme, host and port, the response
+// copied out, and the Client put back when its connection may be reused.
 //
 // The idle clients live in a thread_local table, because a container is a thread's; a container
 // that ended must not hand its sockets to the next one run on the thread, so the table remembers
@@ -45,8 +45,10 @@ struct IdleClients {
   }
 };
 
-std::string key_of(std::string_view host, uint16_t port) {
-  std::string key(host);
+// An http and an https connection to one host:port are not interchangeable.
+std::string key_of(bool https, std::string_view host, uint16_t port) {
+  std::string key(https ? "https://" : "http://");
+  key.append(host);
   key += ':';
   key += std::to_string(port);
   return key;
@@ -98,9 +100,15 @@ ClientResponse execute(std::string_view method, std::string_view url, std::strin
   detail::UrlParts parts;
   const char* why = nullptr;
   if (int error = detail::parse_url(url, &parts, &why)) return failed_response(error, why);
-  std::string key = key_of(parts.host, parts.port);
+  std::string key = key_of(parts.https, parts.host, parts.port);
+  options.https = parts.https;  // the URL's scheme decides
+  // An https connection was verified with one context: it may only serve a request that asks
+  // for the same. TlsContext has no public identity to compare two contexts by, so only
+  // connections of the thread's default context are kept idle; a request with a context of its
+  // own connects anew each time (its context still resumes the session: a short handshake).
+  const bool shareable = !parts.https || !options.tls;
   std::unique_ptr<Client> client;
-  {
+  if (shareable) {
     IdleClients& idle = IdleClients::current();
     auto found = idle.by_host.find(key);
     if (found != idle.by_host.end() && !found->second.empty()) {
@@ -120,7 +128,8 @@ ClientResponse execute(std::string_view method, std::string_view url, std::strin
   // Put back only a connection to its own host (a redirect may have taken it elsewhere) that
   // may take another request; the table is looked up again: others may have changed it while
   // this request waited.
-  if (ok && core.reusable && core.connected_port == core.port && core.connected_host == core.host) {
+  if (shareable && ok && core.reusable && core.connected_https == core.options.https &&
+      core.connected_port == core.port && core.connected_host == core.host) {
     IdleClients& idle = IdleClients::current();
     std::vector<std::unique_ptr<Client>>& clients = idle.by_host[key];
     if (clients.size() < kIdlePerHost && idle.count < kIdleInAll) {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <string>
@@ -136,6 +137,43 @@ bool Exchange::send_bytes(const char* data, size_t size) {
   }
   return true;
 }
+
+namespace {
+
+bool end_with_file_copy(Exchange& exchange, int file_fd, uint64_t offset, size_t length) {
+  // Over TLS the kernel cannot send the file itself (coring does not use kernel TLS, see
+  // coring/tls.hpp): it is read and encrypted in user space either way. So a small one is read
+  // into the output behind its head, and both (with the pipelined responses gathered before
+  // them) go out in one TLS write and one send, as nginx does, instead of two of each.
+  std::string& output = exchange.output;
+  const size_t body_at = output.size();
+  output.resize(body_at + length);
+  size_t got = 0;
+  int error = 0;
+  while (got < length) {
+    ssize_t n = ::pread(file_fd, output.data() + body_at + got, length - got,
+                        static_cast<off_t>(offset + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) error = errno;
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  if (got == length) return exchange.end_response();
+  // The file shrank (or cannot be read) since its size was taken: the head promised bytes that
+  // are not there. It goes out, then the close tells the client the body is incomplete.
+  output.resize(body_at);
+  coring::detail::log_format(
+      LogLevel::notice, "sendfile of %zu bytes to connection#%ld failed after 0: %s", length,
+      exchange.connection.id(), error != 0 ? std::strerror(error) : "the file shrank");
+  exchange.close_after = true;
+  exchange.flush();
+  exchange.client_gone = true;
+  exchange.ended = true;
+  exchange.finish();
+  return false;
+}
+
+}  // namespace
 
 bool Exchange::end_response() {
   ended = true;
@@ -285,6 +323,9 @@ bool Response::sendfile(int file_fd, uint64_t offset, uint64_t length) {
   const bool send_body = !exchange->head_request && !detail::has_no_body(exchange->status);
   exchange->append_head(detail::has_no_body(exchange->status) ? -2 : static_cast<int64_t>(length));
   if (!send_body || length == 0) return exchange->end_response();
+  if (length <= detail::kCopyLimit && exchange->connection.is_tls()) {
+    return detail::end_with_file_copy(*exchange, file_fd, offset, static_cast<size_t>(length));
+  }
   bool sent = exchange->flush();
   if (sent) {
     // In pieces, each with send_timeout of its own: the timeout is for a client that stops

@@ -89,7 +89,7 @@ int parse_url(std::string_view url, UrlParts* out, const char** why) {
     out->port = 443;
   } else if (!same_name(scheme, "http")) {
     *why = scheme.empty() ? "not an absolute URL (http://host/path)"
-                          : "only http:// URLs are supported";
+                          : "only http:// and https:// URLs are supported";
     return EINVAL;
   }
   std::string_view rest = url.substr(scheme.size() + 1);
@@ -160,14 +160,10 @@ int parse_url(std::string_view url, UrlParts* out, const char** why) {
   } else {
     out->target = target;
   }
-  if (out->https) {
-    *why = "TLS is not supported yet";
-    return EPROTONOSUPPORT;
-  }
   return 0;
 }
 
-int resolve_location(std::string_view host, uint16_t port, std::string_view target,
+int resolve_location(std::string_view host, uint16_t port, bool https, std::string_view target,
                      std::string_view location, Destination* out, const char** why) {
   location = without_fragment(location);
   if (has_forbidden(location)) {
@@ -177,9 +173,9 @@ int resolve_location(std::string_view host, uint16_t port, std::string_view targ
   if (!scheme_of(location).empty() || location.substr(0, 2) == "//") {
     UrlParts parts;
     std::string absolute;
-    if (location.substr(0, 2) == "//") {  // scheme-relative: the request's, http
-      absolute.reserve(location.size() + 5);
-      absolute = "http:";
+    if (location.substr(0, 2) == "//") {  // scheme-relative: the request's
+      absolute.reserve(location.size() + 6);
+      absolute = https ? "https:" : "http:";
       absolute.append(location);
       location = absolute;
     }
@@ -187,6 +183,7 @@ int resolve_location(std::string_view host, uint16_t port, std::string_view targ
     if (error != 0) return error;
     out->host.assign(parts.host);
     out->port = parts.port;
+    out->https = parts.https;
     size_t query = parts.target.find('?');
     out->target = remove_dot_segments(parts.target.substr(0, query));
     if (query != std::string_view::npos) out->target.append(parts.target.substr(query));
@@ -194,6 +191,7 @@ int resolve_location(std::string_view host, uint16_t port, std::string_view targ
   }
   out->host.assign(host);
   out->port = port;
+  out->https = https;
   size_t base_query = target.find('?');
   std::string_view base_path = target.substr(0, base_query);
   if (location.empty()) {
@@ -225,12 +223,12 @@ bool is_sendable_target(std::string_view target) noexcept {
   return !target.empty() && target[0] == '/' && !has_forbidden(target);
 }
 
-void append_host_value(std::string& out, std::string_view host, uint16_t port) {
+void append_host_value(std::string& out, std::string_view host, uint16_t port, bool https) {
   const bool ipv6 = host.find(':') != std::string_view::npos;
   if (ipv6) out += '[';
   out.append(host);
   if (ipv6) out += ']';
-  if (port != 80) {
+  if (port != (https ? 443 : 80)) {
     char digits[8];
     auto [end, error] = std::to_chars(digits, digits + sizeof digits, unsigned{port});
     (void)error;

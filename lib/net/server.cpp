@@ -53,12 +53,16 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   ServerStats stats;
   long next_id = 1;
   std::unordered_map<long, Connection*> connections;
+  // Connections in their TLS handshake: id -> the coroutine running it (shutdown cancels it).
+  // A node per TLS connection: nothing beside the handshake's own cost.
+  std::unordered_map<long, long> handshakes;
   WaitGroup handlers;
   // A connection closed: a descriptor may be free again (the acceptor waits for this after
   // EMFILE). Capacity 1: one pending wake-up is enough.
   Channel<char> freed{1};
   detail::RateLimitedLog out_of_descriptors;
   detail::RateLimitedLog over_max_conn;
+  detail::RateLimitedLog tls_failures;
 
   bool fail(int error_number, std::string text) {
     error = error_number;
@@ -68,6 +72,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   bool open_listener();
   void accept_loop();
   void serve(Socket socket, long id);
+  bool handshake(Connection& connection);
   void heartbeat();
   void close_idle(uint32_t idle_ms);
   void stop_accepting();
@@ -226,6 +231,11 @@ void ServerCore::stop_accepting() {
   stopping = true;
   // Wakes the acceptor (its accept() returns ECANCELED) and refuses new connections.
   if (listener && listener->is_open()) listener->close();
+  // A handshake has not brought a request yet: its connection ends, as an idle one would.
+  // cancel() does not wait, so the table cannot change under the loop. (A handshake that is
+  // not waiting just now is not interrupted: it ends within tls_handshake_timeout, and its
+  // handler then runs as any handler of a connection accepted before the shutdown.)
+  for (const auto& [id, cid] : handshakes) cancel(cid);
   if (first && state == State::running && on_stop) {
     // Moved out: it runs once, and whatever it holds is released when it has run.
     std::function<void()> hook = std::move(on_stop);
@@ -303,10 +313,16 @@ void ServerCore::serve(Socket socket, long id) {
       ++server->stats.closed;
       detail::note_connection_closed();
       server->freed.push(char{1}, Duration::zero());  // full: a wake-up is pending already
-      if (server->counts_requests) detail::note_request();
+      if (server->counts_requests && handled) detail::note_request();
       server->handlers.done();
     }
+    bool handled = false;  // a connection whose TLS handshake failed is no request
   } leave{this, id};
+  if (options.tls && !handshake(connection)) {
+    connection.close();
+    return;
+  }
+  leave.handled = true;
   try {
     handler(connection);
   } catch (const detail::ForcedUnwind&) {
@@ -322,6 +338,28 @@ void ServerCore::serve(Socket socket, long id) {
                        id);
   }
   if (connection.is_open()) connection.close();
+}
+
+bool ServerCore::handshake(Connection& connection) {
+  const long id = connection.id();
+  handshakes.emplace(id, this_coroutine::id());
+  struct Leave {
+    ServerCore* server;
+    long id;
+    ~Leave() { server->handshakes.erase(id); }
+  } leave{this, id};
+  const Duration timeout = std::max(options.tls_handshake_timeout, Duration::zero());
+  if (connection.start_tls(*options.tls, {}, timeout)) return true;
+  ++stats.tls_failed;
+  const int error = connection.error().value();
+  if (stopping && error == ECANCELED) {
+    detail::log_format(LogLevel::debug, "connection#%ld: TLS handshake cancelled by shutdown", id);
+    return false;
+  }
+  tls_failures.log(LogLevel::notice, "connection#%ld (%s:%u): %s; closed", id,
+                   connection.peer_host().c_str(), connection.peer_port(),
+                   std::string(connection.error_message()).c_str());
+  return false;
 }
 
 void ServerCore::heartbeat() {
@@ -394,6 +432,10 @@ bool Server::start() {
   }
   if (core->stopping) return core->fail(ECANCELED, "the server was shut down");
   if (!core->handler) return core->fail(EINVAL, "no handler: call handle() first");
+  if (core->options.tls && !core->options.tls->is_server()) {
+    return core->fail(
+        EINVAL, "ServerOptions::tls is not a server context (make it with TlsContext::server())");
+  }
   core->error = 0;
   core->error_text.clear();
   core->accept_failed = false;
