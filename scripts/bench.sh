@@ -7,12 +7,12 @@
 #   scripts/bench.sh                      everything, 3 rounds (a few minutes)
 #   ROUNDS=1 scripts/bench.sh             a quick look
 #   SECTIONS=micro scripts/bench.sh       only some sections (micro, scale, echo, workers, http,
-#                                         client)
+#                                         client, tls)
 #   scripts/bench.sh http client          the same: sections as arguments
 #
 # Knobs (environment):
 #   ROUNDS [3]           rounds; every figure is the median over them
-#   SECTIONS [micro scale echo workers http client]
+#   SECTIONS [micro scale echo workers http client tls]
 #   BUILD_DIR [build-release]   the build directory (results go to BUILD_DIR/bench-results/)
 #   LTO [true]           -Db_lto for the static build (the second coring column) and the C++
 #                        peers; the first coring column is always the shared library
@@ -37,6 +37,12 @@
 #   CLIENT_FILE_BYTES [1024]   the size of the static file the clients fetch from nginx
 #   CLIENT_WARMUP_SECS [1]     unmeasured wrk load after nginx starts (0: none)
 #   CLIENT_IMPLS ["coring go wrk"]   the clients, in order (also: coring-epoll, coring-lto)
+#   TLS_SECS [4]         seconds per wrk (keep-alive) and openssl s_time (resumption) run of the
+#                        tls section
+#   TLS_AB_N [10000]     new connections (full handshakes) per ab run of the tls section
+#   TLS_CIPHERSUITE [TLS_AES_128_GCM_SHA256]   the TLS 1.3 suite both HTTPS servers are pinned to
+#   TLS_CLIENT_IMPLS ["coring go wrk"]   the HTTPS clients of the tls section, in order
+#                        (its client runs use CLIENT_SECS, CLIENT_CONNS and CLIENT_FILE_BYTES)
 #
 # coring is measured as an embedding program gets it: the library built with the README's
 # options (release, no LTO) and installed into a private prefix, and the measured programs
@@ -69,7 +75,7 @@ root=$PWD
 source scripts/bench_lib.sh
 
 ROUNDS=${ROUNDS:-3}
-SECTIONS=${SECTIONS:-micro scale echo workers http client}
+SECTIONS=${SECTIONS:-micro scale echo workers http client tls}
 (($# > 0)) && SECTIONS="$*"  # scripts/bench.sh client: the same as SECTIONS=client
 BUILD_DIR=${BUILD_DIR:-build-release}
 LTO=${LTO:-true}
@@ -1005,6 +1011,405 @@ client_rows() {
   bench_row "$figure" coring:client_failures "Go net/http" go:client_failures - "max<=0" "zero"
   bench_row "$figure" coring:client_failures "wrk (non-2xx, socket errors)" wrk:client_failures - \
     - "(info)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Section "tls": HTTPS, server and client, on OpenSSL 3 (TLS 1.3 with TLS_AES_128_GCM_SHA256
+# pinned on both ends of every server figure: coring's samples/http_server --ciphersuites, and
+# nginx's `ssl_conf_command Ciphersuites`; key exchange X25519, OpenSSL's default on both). One
+# throwaway ECDSA P-256 certificate, made here with the `openssl` command from a throwaway CA,
+# serves both servers (ECDSA, the common choice today: its signature is cheap, so what a
+# server adds around OpenSSL weighs more in the figures than behind an RSA-2048 signature).
+#
+# The servers: coring's HTTPS server (the shared-library samples/http_server --cert --key, one
+# worker, io_uring) and nginx (bench/peers/nginx_tls.conf.in, one worker), each alone on
+# BENCH_CPU, the load on the other CPU, in the same interleaved order as the http section:
+#   keepalive  wrk -t1 -c100 -dTLS_SECS over https: req/s and the server's CPU per request;
+#   handshake  ab -c 50 -n TLS_AB_N without -k: every request on a new connection with a full
+#              handshake (ab keeps no sessions); new connections per second (ab's), and the
+#              server's CPU per connection, also shown as connections per second of server
+#              CPU, which is what the server could take if it had its CPU to itself (ab on
+#              one CPU may be the one that saturates);
+#   resume     openssl s_time -reuse -time TLS_SECS -www /: one connection at a time, each a
+#              resumed session (the ticket of the one before) and one HTTP/1.0 request:
+#              connections per second and the server's CPU per connection; connections that
+#              were not resumed count as failures (s_time prints 'r' for each resumed one).
+# (wrk has no way to make one request per connection and resume; s_time -new would be a
+# second full-handshake figure at concurrency one: ab's is the one kept.) The server's CPU
+# is its processes' utime+stime (/proc/PID/stat: master and worker) over the run; a disturbed
+# run is redone as in the http section (HTTP_DIRTY_PCT, HTTP_RETRIES).
+#
+# The client: nginx (the same configuration, one worker, on the CPU other than BENCH_CPU)
+# serves a CLIENT_FILE_BYTES file over HTTPS; each client runs alone on BENCH_CPU with
+# CLIENT_CONNS keep-alive connections for CLIENT_SECS, as in the client section: coring's
+# bench/http_client_load --tls 1 --cacert (one TlsContext for its 100 Clients), Go's net/http
+# (bench/peers/http_client.go -cacert, GOMAXPROCS=1) and wrk over https; req/s, the client's
+# CPU per request, nginx's CPU use, failures. Every client verifies the certificate except wrk
+# (which cannot), once per connection.
+
+TLS_SECS=${TLS_SECS:-4}
+TLS_AB_N=${TLS_AB_N:-10000}
+TLS_CIPHERSUITE=${TLS_CIPHERSUITE:-TLS_AES_128_GCM_SHA256}
+TLS_CLIENT_IMPLS=${TLS_CLIENT_IMPLS:-coring go wrk}
+
+tls_servers=(coring nginx)
+tls_pki=
+
+# tls_make_pki DIR: DIR/ca.pem (the CA), DIR/server.pem (for 127.0.0.1 and localhost, from the
+# CA) and DIR/key.pem, ECDSA P-256. Non-zero when openssl failed (its output: DIR/openssl.log).
+tls_make_pki() {
+  local dir=$1
+  mkdir -p "$dir"
+  {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
+      -subj "/CN=coring bench CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+      openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/key.pem" &&
+      openssl req -new -key "$dir/key.pem" -subj "/CN=localhost" -out "$dir/server.csr" &&
+      printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' \
+        >"$dir/server.ext" &&
+      openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+        -CAcreateserial -days 7 -extfile "$dir/server.ext" -out "$dir/server.pem"
+  } >"$dir/openssl.log" 2>&1 || return 1
+  # As root, nginx's worker runs as nobody: what it reads must be readable.
+  chmod 755 "$dir"
+  chmod 644 "$dir"/*.pem
+}
+
+# tls_start IMPL PORT CPU LOG: starts IMPL's HTTPS server (coring, nginx) on PORT under
+# timeout(1), pinned to CPU, and waits (10 s at most) until GET / answers "Hello, World!" over
+# TLS. Sets http_pid and http_top, as http_start does (http_stop stops it). Non-zero when it
+# did not come up.
+tls_start() {
+  local impl=$1 port=$2 cpu=$3 log=$4 server=()
+  case $impl in
+    coring)
+      server=(env CORING_ENGINE=io_uring "$bin/shared/http_server" --port "$port" --workers 1
+        --cert "$tls_pki/server.pem" --key "$tls_pki/key.pem" --ciphersuites "$TLS_CIPHERSUITE") ;;
+    nginx)
+      local run=$BENCH_OUT/tls-nginx-$port
+      mkdir -p "$run/conf" "$run/logs" "$run/temp" "$run/html"
+      chmod 755 "$run" "$run/html"
+      sed -e "s|@PORT@|$port|" -e "s|@CERT@|$tls_pki/server.pem|" -e "s|@KEY@|$tls_pki/key.pem|" \
+        -e "s|Ciphersuites TLS_AES_128_GCM_SHA256|Ciphersuites $TLS_CIPHERSUITE|" \
+        bench/peers/nginx_tls.conf.in >"$run/conf/nginx.conf"
+      head -c "$CLIENT_FILE_BYTES" /dev/zero | tr '\0' x >"$run/html/small.txt"
+      chmod 644 "$run/html/small.txt"
+      server=("$NGINX" -p "$run/" -c conf/nginx.conf -e logs/error.log) ;;
+  esac
+  # Long enough for every run against it; timeout(1) signals its whole process group.
+  timeout -k 5 $((4 * (TLS_SECS + CLIENT_SECS + 30) * (HTTP_RETRIES + 1) + 120)) \
+    taskset -c "$cpu" "${server[@]}" </dev/null >"$log" 2>&1 &
+  http_pid=$!
+  http_top=
+  local deadline=$((SECONDS + 10))
+  while ((SECONDS < deadline)); do
+    if [[ $(curl -s -m 1 --cacert "$tls_pki/ca.pem" "https://127.0.0.1:$port/" 2>/dev/null) == \
+      "Hello, World!" ]]; then
+      http_top=$(pgrep -P "$http_pid" | head -1)  # taskset and env exec into the server
+      [[ -n $http_top ]] && return 0
+    fi
+    kill -0 "$http_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  return 1
+}
+
+# tls_stime_figures FILE: "connections resumed" from openssl s_time -reuse's output ("-" when
+# missing): the connections it made, and how many of them resumed a session ('r' in its
+# progress line; '*' is a full handshake).
+tls_stime_figures() {
+  awk '/connections in .* real seconds/ { n = $1 }
+    /^[*r]+$/ { r += gsub(/r/, "r") }
+    END { printf "%s %d\n", n == "" ? "-" : n, r }' "$1"
+}
+
+# tls_load IMPL MODE PORT TREE...: one measured run of MODE (keepalive, handshake, resume)
+# against the server whose processes are TREE; records its rate, the server's CPU per request
+# (per connection) and failures.
+tls_load() {
+  local impl=$1 mode=$2 port=$3
+  shift 3
+  local load_cpu=$(((BENCH_CPU + 1) % $(nproc))) url="https://127.0.0.1:$port/"
+  local out="$BENCH_OUT/logs/r$BENCH_ROUND.tls-$impl-$mode.out" load=() status
+  case $mode in
+    keepalive) load=(wrk -t1 -c100 -d"${TLS_SECS}s" "$url") ;;
+    handshake) load=(ab -q -c 50 -n "$TLS_AB_N" "$url") ;;
+    resume) load=(openssl s_time -connect "127.0.0.1:$port" -reuse -time "$TLS_SECS" -www /) ;;
+  esac
+  local ticks_before ticks_after machine_before machine_after load_times others attempt
+  local start_time end_time
+  for ((attempt = 1; ; attempt++)); do
+    machine_before=$(http_machine_ticks)
+    ticks_before=$(http_ticks "$@")
+    start_time=$EPOCHREALTIME
+    # The last line of `times`: the CPU time of the load generator (this subshell's children).
+    load_times=$({
+      timeout -k 5 $((TLS_SECS + 120)) taskset -c "$load_cpu" "${load[@]}" </dev/null >"$out" 2>&1
+      echo "status $?"
+      times
+    })
+    end_time=$EPOCHREALTIME
+    ticks_after=$(http_ticks "$@")
+    machine_after=$(http_machine_ticks)
+    status=$(awk '$1 == "status" { print $2 }' <<<"$load_times")
+    others=$(tail -1 <<<"$load_times" | awk -v before="$machine_before" -v after="$machine_after" \
+      -v server=$((ticks_after - ticks_before)) -v hz="$(getconf CLK_TCK)" '{
+        load = 0
+        for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); load += (t[1] * 60 + t[2]) * hz }
+        split(before, b, " "); split(after, a, " ")
+        o = a[2] > b[2] ? 100 * (a[1] - b[1] - server - load) / (a[2] - b[2]) : 0
+        printf "%.1f", o < 0 ? 0 : o }')
+    awk -v o="$others" -v d="$HTTP_DIRTY_PCT" 'BEGIN { exit !(o > d) }' || break
+    if ((attempt > HTTP_RETRIES)); then
+      bench_fail "tls $impl $mode: other processes used $others% of the machine in each of" \
+        "$attempt runs; the last one counts"
+      break
+    fi
+    mv "$out" "$out.disturbed$attempt"
+    printf '  %-24s disturbed: other processes used %s%% of the machine; again in 3 s\n' \
+      "tls $impl $mode" "$others" >&2
+    sleep 3
+  done
+  bench_record "$impl" "tls_${mode}_others" "$others" "%"
+  local requests rate failures reused
+  case $mode in
+    keepalive) read -r requests rate _ failures < <(http_wrk_figures "$out") ;;
+    handshake) read -r requests rate failures < <(http_ab_figures "$out") ;;
+    resume)
+      read -r requests reused < <(tls_stime_figures "$out")
+      rate=-
+      failures=0
+      if [[ $requests != - ]]; then
+        rate=$(awk -v n="$requests" -v a="$start_time" -v b="$end_time" \
+          'BEGIN { if (b > a) printf "%.1f", n / (b - a) }')
+        failures=$((requests - 1 - reused))  # the first connection has nothing to resume
+        ((failures < 0)) && failures=0
+      fi ;;
+  esac
+  if ((status != 0)) || [[ $requests == - || -z $rate || $rate == - ]]; then
+    bench_fail "tls $impl $mode: load generator exit $status: $(tail -c 200 "$out" | tr '\n' ' ')"
+    return 0
+  fi
+  local unit=conn/s
+  [[ $mode == keepalive ]] && unit=req/s
+  bench_record "$impl" "tls_$mode" "$rate" "$unit"
+  bench_record "$impl" "tls_${mode}_failures" "$failures" "count"
+  tls_failed=$((tls_failed + failures))
+  local us capacity
+  us=$(awk -v t=$((ticks_after - ticks_before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
+    'BEGIN { if (n > 0) printf "%.6g", t / hz * 1e6 / n }')
+  [[ -n $us ]] && bench_record "$impl" "tls_${mode}_cpu" "$us" "us"
+  capacity=$(awk -v u="$us" 'BEGIN { if (u > 0) printf "%.6g", 1e6 / u }')
+  [[ -n $capacity ]] && bench_record "$impl" "tls_${mode}_per_cpu_s" "$capacity" "$unit"
+  printf '  %-24s %s/s, %s us of server CPU each, %s failed, others %s%%\n' "tls $impl $mode" \
+    "$rate" "${us:--}" "$failures" "$others" >&2
+}
+
+# tls_measure IMPL PORT: starts IMPL's HTTPS server, warms it up, runs the three loads, stops it.
+tls_measure() {
+  local impl=$1 port=$2 log="$BENCH_OUT/logs/r$BENCH_ROUND.tls-$1.server"
+  case $impl in
+    coring) [[ -x $bin/shared/http_server ]] || return 0 ;;
+    nginx) [[ -x $NGINX ]] || return 0 ;;
+  esac
+  if ! tls_start "$impl" "$port" "$BENCH_CPU" "$log"; then
+    bench_fail "tls $impl: the server did not answer GET / over TLS within 10 s: $(tail -c 300 "$log" | tr '\n' ' ')"
+    http_stop
+    return 0
+  fi
+  local tree mode
+  # shellcheck disable=SC2207  # pids
+  tree=($(http_tree "$http_top"))
+  if ((HTTP_WARMUP_SECS > 0)); then
+    timeout -k 5 $((HTTP_WARMUP_SECS + 30)) taskset -c $(((BENCH_CPU + 1) % $(nproc))) \
+      wrk -t1 -c100 -d"${HTTP_WARMUP_SECS}s" "https://127.0.0.1:$port/" </dev/null >/dev/null 2>&1
+  fi
+  tls_failed=0
+  for mode in keepalive handshake resume; do
+    tls_load "$impl" "$mode" "$port" "${tree[@]}"
+  done
+  bench_record "$impl" tls_failures "$tls_failed" "count"
+  http_stop
+}
+
+# tls_client_command IMPL PORT: sets client_load, the command line of one run of IMPL's HTTPS
+# client against the nginx on PORT; false when IMPL is unknown or its program was not built.
+tls_client_command() {
+  local impl=$1 port=$2 program
+  local url="https://127.0.0.1:$port/small.txt"
+  case $impl in
+    coring) program=$bin/shared/http_client_load
+      client_load=(env CORING_ENGINE=io_uring "$program" --port "$port" --path /small.txt
+        --concurrency "$CLIENT_CONNS" --duration "$CLIENT_SECS" --body-size "$CLIENT_FILE_BYTES"
+        --tls 1 --cacert "$tls_pki/ca.pem") ;;
+    go) program=$bin/peers/go_http_client
+      client_load=(env GOMAXPROCS=1 "$program" -url "$url" -c "$CLIENT_CONNS"
+        -seconds "$CLIENT_SECS" -size "$CLIENT_FILE_BYTES" -cacert "$tls_pki/ca.pem") ;;
+    wrk) program=$(command -v wrk) || return 1
+      client_load=(wrk -t1 -c"$CLIENT_CONNS" -d"${CLIENT_SECS}s" "$url") ;;
+    *) return 1 ;;
+  esac
+  [[ -x $program ]]
+}
+
+# tls_client_measure IMPL PORT NGINX_PIDS...: one measured run of IMPL's HTTPS client against
+# nginx (as client_measure, with the figures named tls_client_*).
+tls_client_measure() {
+  local impl=$1 port=$2
+  shift 2
+  local out="$BENCH_OUT/logs/r$BENCH_ROUND.tls-client-$impl.out" client_load=()
+  tls_client_command "$impl" "$port" || return 0
+  local nginx_before nginx_after machine_before machine_after start_time end_time times
+  local status client_seconds others attempt hz
+  hz=$(getconf CLK_TCK)
+  for ((attempt = 1; ; attempt++)); do
+    machine_before=$(http_machine_ticks)
+    nginx_before=$(http_ticks "$@")
+    start_time=$EPOCHREALTIME
+    times=$({
+      timeout -k 5 $((CLIENT_SECS + 60)) taskset -c "$BENCH_CPU" "${client_load[@]}" \
+        </dev/null >"$out" 2>&1
+      echo "status $?"
+      times
+    })
+    end_time=$EPOCHREALTIME
+    nginx_after=$(http_ticks "$@")
+    machine_after=$(http_machine_ticks)
+    status=$(awk '$1 == "status" { print $2 }' <<<"$times")
+    client_seconds=$(tail -1 <<<"$times" | awk '{ s = 0
+      for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); s += t[1] * 60 + t[2] }
+      printf "%.3f", s }')
+    others=$(awk -v before="$machine_before" -v after="$machine_after" -v hz="$hz" \
+      -v known=$((nginx_after - nginx_before)) -v client="$client_seconds" 'BEGIN {
+        split(before, b, " "); split(after, a, " ")
+        o = a[2] > b[2] ? 100 * (a[1] - b[1] - known - client * hz) / (a[2] - b[2]) : 0
+        printf "%.1f", o < 0 ? 0 : o }')
+    awk -v o="$others" -v d="$HTTP_DIRTY_PCT" 'BEGIN { exit !(o > d) }' || break
+    if ((attempt > HTTP_RETRIES)); then
+      bench_fail "tls client $impl: other processes used $others% of the machine in each of" \
+        "$attempt runs; the last one counts"
+      break
+    fi
+    mv "$out" "$out.disturbed$attempt"
+    printf '  %-24s disturbed: other processes used %s%% of the machine; again in 3 s\n' \
+      "tls client $impl" "$others" >&2
+    sleep 3
+  done
+  bench_record "$impl" tls_client_others "$others" "%"
+  local requests rate failures
+  read -r requests rate failures < <(client_figures "$impl" "$out")
+  if ((status != 0)) || [[ $requests == - || $rate == - || $failures == - ]]; then
+    bench_fail "tls client $impl: exit $status: $(tail -c 300 "$out" | tr '\n' ' ')"
+    return 0
+  fi
+  bench_record "$impl" tls_client_rate "$rate" "req/s"
+  bench_record "$impl" tls_client_failures "$failures" "count"
+  local us busy
+  us=$(awk -v s="$client_seconds" -v n="$requests" 'BEGIN { if (n > 0) printf "%.6g", s * 1e6 / n }')
+  [[ -n $us ]] && bench_record "$impl" tls_client_cpu "$us" "us"
+  busy=$(awk -v t=$((nginx_after - nginx_before)) -v hz="$hz" -v a="$start_time" -v b="$end_time" \
+    'BEGIN { if (b > a) printf "%.1f", 100 * t / hz / (b - a) }')
+  [[ -n $busy ]] && bench_record "$impl" tls_client_server_busy "$busy" "%"
+  printf '  %-24s %s req/s, %s us/req of client CPU, %s failed, nginx %s%% busy, others %s%%\n' \
+    "tls client $impl" "$rate" "${us:--}" "$failures" "${busy:--}" "$others" >&2
+}
+
+tls_prepare() {
+  local tool impl client_load=()
+  for tool in wrk ab curl openssl; do
+    command -v "$tool" >/dev/null || bench_fail "tls: $tool is missing (scripts/deps.sh installs it)"
+  done
+  [[ -x $bin/shared/http_server ]] || bench_fail "tls: samples/http_server was not built"
+  [[ -x $NGINX ]] || bench_fail "tls: no nginx at $NGINX (NGINX=path; scripts/deps.sh installs it)"
+  tls_pki=$BENCH_OUT/tls-pki
+  if ! tls_make_pki "$tls_pki"; then
+    bench_fail "tls: making the certificate failed: $(tail -c 300 "$tls_pki/openssl.log" | tr '\n' ' ')"
+    tls_pki=
+  fi
+  for impl in $TLS_CLIENT_IMPLS; do
+    tls_client_command "$impl" 1 || bench_fail "tls: the $impl client is unknown or was not built"
+  done
+  return 0
+}
+
+tls_round() {
+  [[ -n $tls_pki ]] && command -v wrk >/dev/null && command -v ab >/dev/null &&
+    command -v curl >/dev/null && command -v openssl >/dev/null || return 0
+  local port=$((27000 + BENCH_ROUND * 20)) impl tree order
+  order=("${tls_servers[@]}")
+  ((BENCH_ROUND % 2 == 0)) && mapfile -t order < <(printf '%s\n' "${tls_servers[@]}" | tac)
+  for impl in "${order[@]}"; do
+    port=$((port + 1))
+    tls_measure "$impl" "$port"
+  done
+  # The clients, against nginx on the other CPU.
+  [[ -x $NGINX ]] || return 0
+  port=$((port + 1))
+  if ! tls_start nginx "$port" $(((BENCH_CPU + 1) % $(nproc))) \
+    "$BENCH_OUT/logs/r$BENCH_ROUND.tls-client-nginx.server"; then
+    bench_fail "tls client: nginx did not answer over TLS within 10 s: $(tail -c 300 \
+      "$BENCH_OUT/tls-nginx-$port/logs/error.log" 2>/dev/null | tr '\n' ' ')"
+    http_stop
+    return 0
+  fi
+  # shellcheck disable=SC2207  # pids
+  tree=($(http_tree "$http_top"))
+  if ((CLIENT_WARMUP_SECS > 0)); then
+    timeout -k 5 $((CLIENT_WARMUP_SECS + 30)) taskset -c "$BENCH_CPU" wrk -t1 -c"$CLIENT_CONNS" \
+      -d"${CLIENT_WARMUP_SECS}s" "https://127.0.0.1:$port/small.txt" </dev/null >/dev/null 2>&1
+  fi
+  read -ra order <<<"$TLS_CLIENT_IMPLS"
+  ((BENCH_ROUND % 2 == 0)) && mapfile -t order < <(printf '%s\n' "${order[@]}" | tac)
+  for impl in "${order[@]}"; do
+    tls_client_measure "$impl" "$port" "${tree[@]}"
+  done
+  http_stop
+}
+
+tls_rows() {
+  local suite="TLS 1.3, $TLS_CIPHERSUITE, ECDSA P-256"
+  local figure="HTTPS GET / keep-alive ($suite), wrk -t1 -c100, req/s (server on one CPU, wrk on the other)"
+  bench_row "$figure" coring:tls_keepalive "nginx, 1 worker" nginx:tls_keepalive of - "(info)"
+  figure="HTTPS keep-alive (as above): server CPU per request, us"
+  bench_row "$figure" coring:tls_keepalive_cpu "nginx, 1 worker" nginx:tls_keepalive_cpu faster \
+    "ratio>=1.0" "≤ nginx's"
+  figure="HTTPS new connections, one request each (full handshake), ab -c 50 -n $TLS_AB_N, connections/s"
+  bench_row "$figure" coring:tls_handshake "nginx, 1 worker" nginx:tls_handshake of - \
+    "(info: the client may bound it)"
+  figure="HTTPS full handshakes (as above): connections per second of server CPU"
+  bench_row "$figure" coring:tls_handshake_per_cpu_s "nginx, 1 worker" \
+    nginx:tls_handshake_per_cpu_s of "ratio>=1.0" "≥ nginx"
+  figure="HTTPS full handshakes (as above): server CPU per connection, us"
+  bench_row "$figure" coring:tls_handshake_cpu "nginx, 1 worker" nginx:tls_handshake_cpu faster \
+    - "(info)"
+  figure="HTTPS resumed sessions (tickets), openssl s_time -reuse, one at a time, connections/s"
+  bench_row "$figure" coring:tls_resume "nginx, 1 worker" nginx:tls_resume of - "(info)"
+  figure="HTTPS resumed sessions (as above): server CPU per connection, us"
+  bench_row "$figure" coring:tls_resume_cpu "nginx, 1 worker" nginx:tls_resume_cpu faster - \
+    "(info)"
+  figure="HTTPS server runs: failed requests (wrk, ab) and connections not resumed (s_time)"
+  bench_row "$figure, max over rounds" coring:tls_failures "nginx, 1 worker" nginx:tls_failures \
+    - "max<=0" "zero"
+  local kib
+  kib=$(awk -v b="$CLIENT_FILE_BYTES" 'BEGIN { if (b % 1024 == 0) printf "%d KiB", b / 1024; else printf "%d B", b }')
+  figure="HTTPS client: keep-alive GETs of a $kib file from nginx ($suite, 1 worker, other CPU), $CLIENT_CONNS connections, one CPU, req/s"
+  bench_row "$figure" coring:tls_client_rate "Go net/http, $CLIENT_CONNS goroutines, GOMAXPROCS=1" \
+    go:tls_client_rate of - "(info)"
+  bench_row "$figure" coring:tls_client_rate "wrk -t1 -c$CLIENT_CONNS (C, no runtime: the floor)" \
+    wrk:tls_client_rate of - "(info)"
+  figure="HTTPS client (as above): client CPU time per request, us"
+  bench_row "$figure" coring:tls_client_cpu "Go net/http, $CLIENT_CONNS goroutines, GOMAXPROCS=1" \
+    go:tls_client_cpu faster - "(info)"
+  bench_row "$figure" coring:tls_client_cpu "wrk -t1 -c$CLIENT_CONNS (C, no runtime: the floor)" \
+    wrk:tls_client_cpu faster - "(info)"
+  figure="HTTPS client (as above): nginx's CPU use during the run, %"
+  bench_row "$figure" coring:tls_client_server_busy "Go net/http" go:tls_client_server_busy of - \
+    "(info: near 100, nginx bounds req/s)"
+  bench_row "$figure" coring:tls_client_server_busy "wrk" wrk:tls_client_server_busy of - "(info)"
+  figure="HTTPS client (as above): failed requests, max over rounds"
+  bench_row "$figure" coring:tls_client_failures "Go net/http" go:tls_client_failures - "max<=0" \
+    "zero"
 }
 
 # ---------------------------------------------------------------------------------------------
