@@ -135,6 +135,7 @@ class UringEngine final : public EventEngine {
   bool setup_buffers() noexcept;
   void release_buffers() noexcept;
   void drain_receivers() noexcept;  // ends every armed multishot (the engine goes away)
+  void keep_buffers() noexcept;     // never frees the buffers (the kernel may write there)
   Receiver* receiver_of(int fd) const noexcept;
   // Starts a stream recv through fd's receiver: true when it completed at once (op.result set)
   // or was parked (*parked), false when the receiver does not apply and a plain SQE should do it.

@@ -328,6 +328,13 @@ void UringEngine::forget(int fd) noexcept {
 
 void UringEngine::drain_receivers() noexcept {
   if (buffer_ring_ == nullptr || fork_generation_ != fork_generation()) return;
+  if (failure_ != 0) {
+    // The ring is unusable: the receives the kernel holds can be neither cancelled nor
+    // reaped, so the kernel may still write into their buffers. Keep them for the process's
+    // life (reachable, so that a leak checker does not count them).
+    keep_buffers();
+    return;
+  }
   // The kernel may write into the provided buffers as long as a multishot is armed, and a
   // socket may outlive its container (a Client kept for reuse, a Socket declared outside
   // run()): end them all before the buffers are freed. Only receivers' completions are looked
@@ -354,14 +361,25 @@ void UringEngine::drain_receivers() noexcept {
     io_uring_cq_advance(&ring_, count);
   }
   if (armed() > 0) {
-    // Never freed while the kernel may still write there: kept for the process's life.
     log_format(LogLevel::warning,
                "io_uring: %zu multishot receives did not end; their buffers "
                "are kept",
                armed());
-    buffer_ring_ = nullptr;
-    buffer_memory_ = nullptr;
+    keep_buffers();
   }
+}
+
+void UringEngine::keep_buffers() noexcept {
+  // Never freed while the kernel may still write there.
+  static std::vector<void*>* kept = new std::vector<void*>;
+  try {
+    kept->push_back(buffer_ring_);
+    kept->push_back(buffer_memory_);
+  } catch (...) {
+    // Out of memory: unreachable then, but still never freed.
+  }
+  buffer_ring_ = nullptr;
+  buffer_memory_ = nullptr;
 }
 
 }  // namespace coring::detail
