@@ -247,3 +247,20 @@ TEST_CASE(
   CHECK(rc == 0);
   CHECK(got == "hello");
 }
+
+TEST_CASE("read-ahead: the peer sees the end of stream as soon as close() returns") {
+  // The kernel holds a socket open while a receive of its own is armed on it: close() must end
+  // that receive first, or no FIN goes out until the scheduler's next turn.
+  ssize_t seen = -2;
+  int rc = Co::run([&] {
+    auto pair = coring_test::tcp_pair();
+    CO_REQUIRE(pair.ok);
+    CHECK(pair.client.send_all("x", 1, kLong) == 1);
+    char byte = 0;
+    CHECK(pair.server.recv(&byte, 1, kLong) == 1);  // armed from here on
+    CHECK(pair.server.close());
+    seen = pair.client.recv(&byte, 1, Co::Duration::zero());  // no wait: it is there or not
+  });
+  CHECK(rc == 0);
+  CHECK(seen == 0);
+}

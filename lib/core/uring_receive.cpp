@@ -318,12 +318,16 @@ void UringEngine::forget(int fd) noexcept {
   // receiver at its final CQE. Its bytes go back to the ring at once.
   receiver->retired = true;
   drop_queued(*receiver);
-  // But the kernel looks the descriptor up only when it takes the SQE: an arm still queued in
-  // this turn would find whatever socket gets the number after the close (an accept, say) and
-  // receive its bytes for the retired receiver. Rare (armed and closed in one turn): submit it
-  // now, so that it holds this socket.
-  if (static_cast<int32_t>(*ring_.sq.khead - receiver->arm_tail) < 0) io_uring_submit(&ring_);
   cancel_multishot(*receiver);
+  // Both now, not at the end of the turn: the kernel looks the descriptor up only when it takes
+  // an SQE, so an arm still queued would find whatever socket gets the number after the close
+  // (an accept, say) and swallow its first bytes; and until the cancelled receive is freed the
+  // kernel holds the socket open, so the close that follows would send no FIN (a peer would not
+  // see the end of stream when close() returns). Submitting and running the completion work
+  // frees it: one system call per close of a socket that read ahead.
+  // (Never in a forked child: the ring is the parent's.)
+  if (failure_ == 0 && fork_generation_ == fork_generation())
+    io_uring_submit_and_get_events(&ring_);
 }
 
 void UringEngine::drain_receivers() noexcept {
