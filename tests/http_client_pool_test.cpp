@@ -126,10 +126,10 @@ TEST_CASE("http::ClientPool: a pooled connection the server closed while idle co
     http::ClientPool pool("127.0.0.1", port, options);
     ok += pool.get("/echo?1").body == "1";
     // The test's input: idle past the server's keepalive_timeout, so that it closes the
-    // connection; then past the client's one-second idle check.
-    Co::this_coroutine::sleep(1100ms);
-    ok += pool.get("/echo?2").body == "2";
-    ok += pool.post("/echo?3", "body").body == "3";
+    // connection. Then a POST, which is never sent twice: only the check before reuse saves it.
+    Co::this_coroutine::sleep(300ms);
+    ok += pool.post("/echo?2", "body").body == "2";
+    ok += pool.get("/echo?3").body == "3";
     accepted = server.stats().accepted;
   });
   CHECK(ok == 3);

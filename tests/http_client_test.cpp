@@ -131,6 +131,8 @@ class RawServer {
   bool ok() const { return ok_; }
   uint16_t port() const { return port_; }
   int connections() const { return accepted_; }
+  // Waits (up to timeout) until the server has closed one more of its connections.
+  bool wait_closed(Co::Duration timeout) { return closed_.pop(timeout).has_value(); }
   std::vector<Received> requests;
 
   void stop() {
@@ -155,6 +157,8 @@ class RawServer {
         RawConnection connection(*this, socket, index);
         if (!stopped_) script_(connection);
         std::erase(open_, &socket);
+        socket.close();
+        closed_.push(index, Co::Duration::zero());  // for wait_closed(); never waits
       });
     }
   }
@@ -167,6 +171,7 @@ class RawServer {
   int accepted_ = 0;
   std::vector<Co::Socket*> open_;
   Co::WaitGroup done_;
+  Co::Channel<int> closed_{1024};
 };
 
 std::optional<Received> RawConnection::next_request() {
@@ -546,6 +551,27 @@ TEST_CASE("interim 1xx responses are skipped, their fields dropped") {
     }
     CHECK(server.connections() == 1);
     CHECK(server.requests[0].body == "data");
+  });
+}
+
+TEST_CASE("more than 5 interim 1xx responses: -3, EBADMSG, as Go refuses them") {
+  in_container([] {
+    RawServer server([](RawConnection& c) {
+      while (auto request = c.next_request()) {
+        int count = request->target == "/five" ? 5 : 6;
+        std::string response;
+        for (int i = 0; i < count; ++i) response += "HTTP/1.1 102 Processing\r\n\r\n";
+        c.send(response + ok_response("final"));
+      }
+    });
+    CO_REQUIRE(server.ok());
+    http::Client client("127.0.0.1", server.port(), quick());
+    CHECK(client.get("/five"));
+    CHECK(client.body() == "final");
+    CHECK_FALSE(client.get("/six"));
+    CHECK(client.status_code() == -3);
+    CHECK(client.error().value() == EBADMSG);
+    CHECK(client.body().empty());
   });
 }
 
@@ -933,7 +959,10 @@ TEST_CASE("keep-alive: one connection for many requests; Connection: close eithe
 }
 
 // The server answers the first request of each connection, then closes it while it is idle
-// (as keepalive_requests does without saying Connection: close).
+// (as keepalive_requests does without saying Connection: close). The client's check before
+// reuse usually sees the close and connects anew; when the close races the request instead,
+// a replayable request is sent again once. Either way every request arrives exactly once, and
+// a POST is never sent twice.
 TEST_CASE("a reused connection the server closed: GET retried once, POST never sent twice") {
   in_container([] {
     RawServer server(answer_once_then_close(ok_response("one")));
@@ -945,7 +974,7 @@ TEST_CASE("a reused connection the server closed: GET retried once, POST never s
       CHECK(client.status_code() == 200);
       CHECK(client.body() == "one");
     }
-    CHECK(client.stats().retries == 3);
+    CHECK(client.stats().retries <= 3);
     CHECK(server.connections() == 4);
     CO_REQUIRE(server.requests.size() == 4);  // exactly one copy of each request arrived
     for (int i = 0; i < 4; ++i) CHECK(server.requests[i].connection == i + 1);
@@ -961,20 +990,43 @@ TEST_CASE("a reused connection the server closed: GET retried once, POST never s
     CHECK(server.requests.back().body == "k");
     client.set_headers({});
 
-    // POST: the server saw it once (on the first connection, which it closed): never again.
+    // POST: on a new connection when the check saw the close; failed when the close raced it
+    // (the server never read it); never sent twice.
     RawServer posts(answer_once_then_close(ok_response("one")));
     http::Client poster("127.0.0.1", posts.port(), quick());
     CHECK(poster.get("/first"));
-    CHECK_FALSE(poster.post("/pay", "100 EUR"));
-    CHECK((poster.status_code() == -3 || poster.status_code() == -4));
-    CHECK((poster.error().value() == ECONNRESET || poster.error().value() == EPIPE));
-    CHECK(posts.connections() == 1);
-    CHECK(posts.requests.size() == 1);
+    bool posted = poster.post("/pay", "100 EUR");
+    if (posted) {
+      CHECK(poster.status_code() == 200);
+    } else {
+      CHECK((poster.status_code() == -3 || poster.status_code() == -4));
+      CHECK((poster.error().value() == ECONNRESET || poster.error().value() == EPIPE));
+    }
+    size_t pays = 0;
+    for (const auto& request : posts.requests) pays += request.target == "/pay";
+    CHECK(pays == (posted ? 1u : 0u));
     CHECK(poster.stats().retries == 0);
-    // PATCH neither.
+  });
+}
+
+// The check before reuse: a POST after the server closed the idle connection goes out on a new
+// one (it would be lost, never resent, if it went into the closed one).
+TEST_CASE("a POST on a connection the server closed while idle goes out on a new one") {
+  in_container([] {
+    RawServer posts(answer_once_then_close(ok_response("one")));
+    CO_REQUIRE(posts.ok());
+    http::Client poster("127.0.0.1", posts.port(), quick());
     CHECK(poster.get("/first"));
-    CHECK_FALSE(poster.execute("PATCH", "/x", "y"));
+    // The server has closed the idle connection (over loopback its FIN is then in the client's
+    // socket).
+    CO_REQUIRE(posts.wait_closed(kLong));
+    CHECK(poster.post("/pay", "100 EUR"));
+    CHECK(poster.status_code() == 200);
+    CHECK(poster.stats().retries == 0);
     CHECK(posts.connections() == 2);
+    CO_REQUIRE(posts.requests.size() == 2);
+    CHECK(posts.requests[1].target == "/pay");
+    CHECK(posts.requests[1].connection == 2);
   });
 }
 

@@ -9,7 +9,8 @@
 // response is read with llhttp in strict mode (the server's adapter): bodies framed by
 // Content-Length, chunked (trailers are checked and kept, see trailer()) or read until the server
 // closes (HTTP/1.0, or no length given); a response to HEAD, and every 204 and 304, has no body
-// whatever its head claims; interim 1xx responses (100 Continue included) are skipped. Options:
+// whatever its head claims; interim 1xx responses (100 Continue included) are skipped, up to 5
+// (more: -3, EBADMSG, as Go refuses them). Options:
 // a decoded body (decompress: gzip and deflate through zlib), a body handed out in pieces instead
 // of stored (on_body: a 10 GiB download needs no 10 GiB of memory), redirects followed
 // (max_redirects), a request body sent from a file with sendfile(2) (execute_file, post_file).
@@ -24,10 +25,12 @@
 //
 // Connections. One is reused only after its previous response was read whole, and never after a
 // response that said `Connection: close`, an HTTP/1.0 response without keep-alive, a body read
-// until close, or bytes the server sent beyond the response. A connection that sat idle for a
-// second or more is checked first (a peek that does not wait, as Go's transport learns of a close
-// from its background read): one the server closed is replaced before the request is sent, so a
-// server's keepalive_timeout costs no request, POST included. When the server closes a reused
+// until close, or bytes the server sent beyond the response. A connection is checked before
+// each reuse (a peek that does not wait, as Go's transport learns of a close from its background
+// read): one the server closed, or one with bytes nobody asked for waiting (a body after a HEAD,
+// more than a Content-Length said), is replaced before the request is sent, so a server's
+// keepalive_timeout costs no request, POST included, and no request reads another's leftovers
+// as its response. When the server closes a reused
 // connection before any byte of the response came (a close the check could not see yet: a
 // keepalive_requests limit without `Connection: close`, or a close racing the request), a
 // replayable request is sent again, once, on a new connection: GET, HEAD, PUT, DELETE, OPTIONS and

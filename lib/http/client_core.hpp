@@ -83,8 +83,7 @@ struct ClientCore {
   std::string connected_host;
   uint16_t connected_port = 0;
   bool connected_https = false;
-  bool reusable = false;      // its last response was read whole and allows another request
-  int64_t idle_since_ns = 0;  // when that response ended (monotonic)
+  bool reusable = false;  // its last response was read whole and allows another request
 
   // ---- the call in progress
   long owner_cid = 0;  // the coroutine inside a call, 0 between calls
@@ -98,7 +97,9 @@ struct ClientCore {
   size_t filled = 0;
   size_t head_end = 0;
   bool head_request = false;
-  bool interim = false;  // the head being read is a 1xx's
+  bool interim = false;   // the head being read is a 1xx's
+  int interim_count = 0;  // 1xx responses before this request's answer
+  static constexpr int kMaxInterimResponses = 5;
   BodyMode body_mode = BodyMode::store;
   bool decoding = false;
   ContentDecoder decoder;

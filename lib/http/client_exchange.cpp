@@ -62,6 +62,7 @@ bool ClientCore::read_response(const Hop& hop, bool may_follow, bool* received_a
   parsed = filled = head_end = 0;
   head_request = hop.method == "HEAD";
   interim = false;
+  interim_count = 0;
   decoding = false;
   body_mode = BodyMode::store;
   body_error = 0;
@@ -215,6 +216,11 @@ bool ClientCore::accept_head(bool may_follow) {
     }
   }
   if (code < 200) {  // 100 Continue, 102, 103 Early Hints...: skipped, never the answer
+    // A few at most (Go allows 5): a server that sends them forever would hold the request
+    // until its timeout.
+    if (++interim_count > kMaxInterimResponses) {
+      return fail(-3, EBADMSG, "a malformed response: too many 1xx informational responses");
+    }
     interim = true;
     parser.skip_body();
     return true;
@@ -290,7 +296,6 @@ bool ClientCore::complete_response() {
   // keep-alive, a body with a length) and sent nothing past this response.
   reusable = options.keep_alive && !user_asks_close && parser.keep_alive() && parsed == filled;
   if (reusable) {
-    idle_since_ns = coring::detail::monotonic_ns();
   } else {
     close_connection();
   }
