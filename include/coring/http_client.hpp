@@ -154,9 +154,11 @@
 namespace coring::http {
 
 struct ClientOptions {
-  // Each connection attempt, within timeout.
+  // Each connection attempt, within timeout (zero or less: a connect that cannot complete at
+  // once fails with -1, ETIMEDOUT).
   Duration connect_timeout = std::chrono::seconds(10);
-  // The whole call: connecting, sending, the whole response, retries and redirects.
+  // The whole call: connecting, sending, the whole response, retries and redirects; a body
+  // streamed to on_body too (raise it for a large download: kForever for no limit).
   Duration timeout = std::chrono::seconds(60);
   bool keep_alive = true;
   // The response head, status line through the empty line (each interim 1xx's too); trailers

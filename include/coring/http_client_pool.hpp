@@ -18,8 +18,14 @@
 // transport fails a request that waited past its deadline for a connection; after close(), -1
 // and EBADF; cancel(cid) while waiting, -1 and ECANCELED. A Client whose request failed goes
 // back to the pool all the same (its connection is closed and remade on its next request).
-// Like every pool, a ClientPool belongs to the container (thread) that made it, and must not be
-// shared across processes: with WorkerPool, make it in on_worker_start.
+// A Client lent by borrow() comes back as the borrower left it: set_headers() or set_options()
+// on it stay for its later borrowers (headers for every request belong in
+// ClientPoolOptions::headers; one of those that cannot be sent fails every request with -4,
+// EINVAL). A coroutine unwound while it waits for a Client (see coroutine.hpp) leaves the wait
+// at once; one unwound during its request leaves the Client's connection closed, and the
+// Client goes back to the pool. Like every pool, a ClientPool belongs to the container (thread)
+// that made it, and must not be shared across processes: with WorkerPool, make it in
+// on_worker_start.
 #pragma once
 
 #include <cstddef>
