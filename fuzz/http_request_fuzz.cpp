@@ -102,31 +102,50 @@ struct Talk {
   int error = 0;        // what ended the reading, if not an end of stream
 };
 
+// A connected client socket from an address of 127/8 of its own (a new one each time, round
+// the 15 million there are): the port pair of a new connection then never meets a TIME_WAIT
+// the server keeps for an earlier one (the kernel would answer its SYN with a reset). A bind or
+// connect that fails is tried again a few times: after the test suites' connection churn the
+// machine's ephemeral ports may all be taken for a moment (what failed is printed: a server
+// that is gone fails every time, and that is a violation).
+int connect_client(uint16_t port) {
+  static uint32_t counter = 0;
+  std::string last;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) violated("socket failed: " + std::string(std::strerror(errno)));
+    timeval limit{3, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+    ++counter;
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(127u << 24 | (1 + counter / 62500 % 250) << 16 |
+                                    (1 + counter / 250 % 250) << 8 | (1 + counter % 250));
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+      last = "bind failed: " + std::string(std::strerror(errno));
+      ::close(fd);
+      continue;
+    }
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+      last = "connect failed: " + std::string(std::strerror(errno));
+      ::close(fd);
+      continue;
+    }
+    if (attempt > 0) std::fprintf(stderr, "http_request_fuzz: %s, then connected\n", last.c_str());
+    return fd;
+  }
+  violated(last + " (5 attempts)");
+}
+
 // Sends stream in pieces cut at `cuts`, half-closes, reads until the server closes.
 Talk talk(uint16_t port, std::string_view stream, const std::vector<size_t>& cuts) {
   Talk out;
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) violated("socket failed");
-  timeval limit{3, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
-  // From an address of 127/8 of its own (a new one each time, round the 15 million there
-  // are): the port pair of a new connection then never meets a TIME_WAIT the server keeps for
-  // an earlier one (the kernel would answer its SYN with a reset).
-  static uint32_t counter = 0;
-  ++counter;
+  int fd = connect_client(port);
   sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(127u << 24 | (1 + counter / 62500 % 250) << 16 |
-                                  (1 + counter / 250 % 250) << 8 | (1 + counter % 250));
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-    violated("bind failed: " + std::string(std::strerror(errno)));
-  }
-  address.sin_port = htons(port);
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-    violated("connect failed: " + std::string(std::strerror(errno)));
-  }
   socklen_t length = sizeof address;
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
   char host[INET_ADDRSTRLEN] = "";

@@ -138,6 +138,7 @@ if [[ ${FUZZ:-1} != 0 && ${SANITIZE:-1} != 0 ]]; then
         "$1" -max_total_time="$2" -max_len=2048 -timeout=20 -print_final_stats=1 \
           -artifact_prefix="$4/" "$3" "$5" >"$3.log" 2>&1
         status=$?
+        grep -m5 -E "^[a-z_]+_fuzz: " "$3.log"  # a harness violation says what it was
         tail -25 "$3.log"
         if ((status == 0)); then echo "RESULT: 1 passed, 0 failed"; else
           echo "RESULT: 0 passed, 1 failed (crash input kept in $4)"; fi
