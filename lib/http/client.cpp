@@ -188,9 +188,14 @@ void ClientCore::close_connection() noexcept {
 
 bool ClientCore::peer_still_there() noexcept {
   // TLS: OpenSSL looks at what arrived, so that a session ticket is not taken for a response
-  // nobody asked for, and the server's close_notify reads as the close it is. (Application
-  // data nobody asked for would count as there: the next response's parse then refuses it.)
-  if (connected_https) return socket.check_liveness();
+  // nobody asked for, and the server's close_notify reads as the close it is.
+  if (connected_https) {
+    if (!socket.check_liveness()) return false;
+    // check_liveness() counts application bytes waiting as alive; here they are bytes nobody
+    // asked for, which the next request would read as its response: not a connection to reuse.
+    char stray;
+    return socket.recv(&stray, 1, Duration::zero()) < 0 && socket.error().value() == ETIMEDOUT;
+  }
   char byte;
   // Through the engine: it may hold bytes (or the end of stream) it received ahead of us.
   int32_t result = coring::detail::receive_now(socket.fd(), &byte, 1, MSG_PEEK);

@@ -140,7 +140,9 @@ int describe(const TlsSession& s, int ssl_error, std::string* text) {
   }
   const int reason = ERR_GET_REASON(code);
   if (ERR_SYSTEM_ERROR(code)) {
-    *text = prefix + ::strerrordesc_np(reason);
+    const char* description = ::strerrordesc_np(reason);  // null for an errno it does not know
+    *text =
+        prefix + (description != nullptr ? description : "system error " + std::to_string(reason));
     return reason;
   }
   if (ERR_GET_LIB(code) == ERR_LIB_SSL) {
@@ -326,6 +328,11 @@ std::string cache_key(const SocketCore* core, const std::string& name) {
 // A client's name: SNI and the certificate check for a host name, the address check (and no
 // SNI, RFC 6066 3) for an IP address. False with the error recorded.
 bool set_server_name(SocketCore* core, SSL* ssl, std::string name, bool verify) {
+  // OpenSSL takes C strings: "good.example\0.evil" would be checked as "good.example".
+  if (name.find('\0') != std::string::npos) {
+    set_error(core, EINVAL, "start_tls: server_name holds a NUL byte");
+    return false;
+  }
   if (name.size() > 2 && name.front() == '[' && name.back() == ']')
     name = name.substr(1, name.size() - 2);
   unsigned char address[sizeof(in6_addr)];

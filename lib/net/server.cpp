@@ -235,7 +235,11 @@ void ServerCore::stop_accepting() {
   // cancel() does not wait, so the table cannot change under the loop. (A handshake that is
   // not waiting just now is not interrupted: it ends within tls_handshake_timeout, and its
   // handler then runs as any handler of a connection accepted before the shutdown.)
-  for (const auto& [id, cid] : handshakes) cancel(cid);
+  // A copy: a coroutine that leaves its handshake takes itself out of the table.
+  std::vector<long> cids;
+  cids.reserve(handshakes.size());
+  for (const auto& [id, cid] : handshakes) cids.push_back(cid);
+  for (long cid : cids) cancel(cid);
   if (first && state == State::running && on_stop) {
     // Moved out: it runs once, and whatever it holds is released when it has run.
     std::function<void()> hook = std::move(on_stop);
