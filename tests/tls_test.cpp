@@ -32,6 +32,7 @@
 
 #include "socket_util.hpp"
 #include "test_util.hpp"
+#include "tls_util.hpp"
 
 using namespace std::chrono_literals;
 using namespace coring_test;  // NOLINT: the suites' shared helpers
@@ -40,75 +41,12 @@ namespace {
 
 // ---- a throwaway PKI ---------------------------------------------------------------------------
 
-struct KeyFree {
-  void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
-};
-struct CertFree {
-  void operator()(X509* cert) const { X509_free(cert); }
-};
-using Key = std::unique_ptr<EVP_PKEY, KeyFree>;
-using Cert = std::unique_ptr<X509, CertFree>;
+// Keys, certificates and PEM text: tests/tls_util.hpp's helpers (the same PKI machinery as
+// the server suite's).
+using namespace coring_test::tls_detail;  // NOLINT
 
 Key make_key() {
   return Key(EVP_EC_gen("P-256"));
-}
-
-void add_extension(X509* cert, X509V3_CTX* context, int nid, const char* value) {
-  X509_EXTENSION* extension = X509V3_EXT_conf_nid(nullptr, context, nid, value);
-  REQUIRE(extension != nullptr);
-  X509_add_ext(cert, extension, -1);
-  X509_EXTENSION_free(extension);
-}
-
-// A certificate for key, valid from `from` to `to` seconds from now, signed by issuer (null:
-// self-signed). san: "DNS:localhost,IP:127.0.0.1" or empty.
-Cert make_cert(const std::string& common_name, const std::string& san, EVP_PKEY* key, X509* issuer,
-               EVP_PKEY* issuer_key, bool ca, long from, long to) {
-  static long serial = 1000;
-  Cert cert(X509_new());
-  X509* x = cert.get();
-  X509_set_version(x, 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(x), ++serial);
-  X509_gmtime_adj(X509_getm_notBefore(x), from);
-  X509_gmtime_adj(X509_getm_notAfter(x), to);
-  X509_NAME* name = X509_get_subject_name(x);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                             reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1,
-                             0);
-  X509_set_issuer_name(x, issuer != nullptr ? X509_get_subject_name(issuer) : name);
-  X509_set_pubkey(x, key);
-  X509V3_CTX context;
-  X509V3_set_ctx_nodb(&context);
-  X509V3_set_ctx(&context, issuer != nullptr ? issuer : x, x, nullptr, nullptr, 0);
-  add_extension(x, &context, NID_basic_constraints, ca ? "critical,CA:TRUE" : "CA:FALSE");
-  add_extension(x, &context, NID_key_usage,
-                ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature");
-  add_extension(x, &context, NID_subject_key_identifier, "hash");
-  if (issuer != nullptr) add_extension(x, &context, NID_authority_key_identifier, "keyid");
-  if (!ca) add_extension(x, &context, NID_ext_key_usage, "serverAuth,clientAuth");
-  if (!san.empty()) add_extension(x, &context, NID_subject_alt_name, san.c_str());
-  REQUIRE(X509_sign(x, issuer_key != nullptr ? issuer_key : key, EVP_sha256()) > 0);
-  return cert;
-}
-
-std::string pem_of(X509* cert) {
-  BIO* bio = BIO_new(BIO_s_mem());
-  PEM_write_bio_X509(bio, cert);
-  char* data = nullptr;
-  long length = BIO_get_mem_data(bio, &data);
-  std::string text(data, static_cast<size_t>(length));
-  BIO_free(bio);
-  return text;
-}
-
-std::string pem_of(EVP_PKEY* key) {
-  BIO* bio = BIO_new(BIO_s_mem());
-  PEM_write_bio_PrivateKey(bio, key, nullptr, nullptr, 0, nullptr, nullptr);
-  char* data = nullptr;
-  long length = BIO_get_mem_data(bio, &data);
-  std::string text(data, static_cast<size_t>(length));
-  BIO_free(bio);
-  return text;
 }
 
 constexpr long kDay = 24 * 3600;
