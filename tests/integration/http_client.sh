@@ -20,6 +20,7 @@ build_dir=${BUILD_DIR:?BUILD_DIR must name a build directory}
 fetch=$build_dir/samples/http_fetch
 config=$(dirname "$0")/nginx_client.conf.in
 NGINX=${NGINX:-/usr/sbin/nginx}
+source "$(dirname "$0")/lib/nginx.bash"
 passed=0
 failed=0
 pass() {
@@ -45,19 +46,6 @@ if ((${#missing[@]} > 0)); then
 fi
 
 work=$(mktemp -d)
-nginx_pid=
-stop_nginx() {
-  [[ -n $nginx_pid ]] || return 0
-  kill -TERM "$nginx_pid" 2>/dev/null
-  local waited
-  for ((waited = 0; waited < 100; waited++)); do
-    kill -0 "$nginx_pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  kill -KILL "$nginx_pid" 2>/dev/null
-  wait "$nginx_pid" 2>/dev/null
-  nginx_pid=
-}
 cleanup() {
   stop_nginx
   rm -rf "$work"
@@ -76,26 +64,8 @@ head -c $((10 * 1024 * 1024)) /dev/urandom >"$root/big.bin"
 for ((i = 0; i < 20000; i++)); do echo "line $i of a text that compresses well"; done >"$root/gz/text.txt"
 chmod 644 "$root"/*.* "$root"/gz/* "$root"/limited/*
 
-# start_nginx: on a free port (a few tries: another program may take the port between the
-# check and nginx's bind); sets port and nginx_pid.
 start_nginx() {
-  local tries waited
-  for ((tries = 0; tries < 10; tries++)); do
-    port=$((20000 + RANDOM % 40000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue  # taken
-    sed -e "s|@PORT@|$port|g" -e "s|@ROOT@|$root|g" "$config" >"$work/run/conf/nginx.conf"
-    : >"$work/run/logs/error.log"
-    timeout -k 5 300 "$NGINX" -p "$work/run/" -c conf/nginx.conf -e logs/error.log \
-      >"$work/nginx.out" 2>&1 &
-    nginx_pid=$!
-    for ((waited = 0; waited < 100; waited++)); do
-      (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-      kill -0 "$nginx_pid" 2>/dev/null || break
-      sleep 0.05
-    done
-    stop_nginx
-  done
-  return 1
+  start_nginx_with "$config" 1 "s|@ROOT@|$root|g"
 }
 
 if ! start_nginx; then
@@ -105,11 +75,6 @@ if ! start_nginx; then
 fi
 url=http://127.0.0.1:$port
 access_log=$work/run/logs/access.log
-
-# requests_for PATTERN: the access log's lines whose URI contains PATTERN.
-requests_for() {
-  grep -F "\"$1" "$access_log" 2>/dev/null
-}
 
 for engine in io_uring epoll; do
   export CORING_ENGINE=$engine

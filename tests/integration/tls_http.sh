@@ -28,6 +28,7 @@
 # timeout(1) and is stopped before it returns.
 set -uo pipefail
 source "$(dirname "$0")/lib/sample_server.bash"
+source "$(dirname "$0")/lib/nginx.bash"
 build_dir=${BUILD_DIR:?BUILD_DIR must name a build directory}
 fetch=$build_dir/samples/http_fetch
 server_bin=$build_dir/samples/http_server
@@ -59,21 +60,8 @@ if ((${#missing[@]} > 0)); then
 fi
 
 work=$(mktemp -d)
-nginx_pid=
 server_pid=
 timeout_pid=
-stop_nginx() {
-  [[ -n $nginx_pid ]] || return 0
-  kill -TERM "$nginx_pid" 2>/dev/null
-  local waited
-  for ((waited = 0; waited < 100; waited++)); do
-    kill -0 "$nginx_pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  kill -KILL "$nginx_pid" 2>/dev/null
-  wait "$nginx_pid" 2>/dev/null
-  nginx_pid=
-}
 # stop_server: SIGTERM to the master (a graceful shutdown), then SIGKILL to whatever is left of
 # it and its workers.
 stop_server() {
@@ -133,41 +121,9 @@ printf 'Hello, World!\n' >"$root/hello.txt"
 head -c $((10 * 1024 * 1024)) /dev/urandom >"$root/big.bin"
 chmod 644 "$root"/*
 
-# free_port: a port nobody listens on now (another program may take it before we bind it: the
-# callers retry).
-free_port() {
-  local candidate
-  for ((;;)); do
-    candidate=$((20000 + RANDOM % 40000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null || { echo "$candidate"; return; }
-  done
-}
-
-# start_nginx: on two free ports (a few tries); sets port, other_port and nginx_pid.
 start_nginx() {
-  local tries waited
-  for ((tries = 0; tries < 10; tries++)); do
-    port=$(free_port)
-    other_port=$(free_port)
-    [[ $port == "$other_port" ]] && continue
-    sed -e "s|@PORT@|$port|g" -e "s|@OTHER_PORT@|$other_port|g" -e "s|@ROOT@|$root|g" \
-      -e "s|@CERT@|$pki/localhost.pem|g" -e "s|@OTHER_CERT@|$pki/other.example.pem|g" \
-      -e "s|@KEY@|$pki/key.pem|g" "$config" >"$work/run/conf/nginx.conf"
-    : >"$work/run/logs/error.log"
-    timeout -k 5 300 "$NGINX" -p "$work/run/" -c conf/nginx.conf -e logs/error.log \
-      >"$work/nginx.out" 2>&1 &
-    nginx_pid=$!
-    for ((waited = 0; waited < 100; waited++)); do
-      if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null &&
-        (exec 3<>"/dev/tcp/127.0.0.1/$other_port") 2>/dev/null; then
-        return 0
-      fi
-      kill -0 "$nginx_pid" 2>/dev/null || break
-      sleep 0.05
-    done
-    stop_nginx
-  done
-  return 1
+  start_nginx_with "$config" 2 "s|@ROOT@|$root|g" "s|@CERT@|$pki/localhost.pem|g" \
+    "s|@OTHER_CERT@|$pki/other.example.pem|g" "s|@KEY@|$pki/key.pem|g"
 }
 
 if ! start_nginx; then
@@ -177,11 +133,6 @@ if ! start_nginx; then
 fi
 nginx_url=https://127.0.0.1:$port
 access_log=$work/run/logs/access.log
-
-# requests_for PATTERN: the access log's lines whose URI contains PATTERN.
-requests_for() {
-  grep -F "\"$1" "$access_log" 2>/dev/null
-}
 
 for engine in io_uring epoll; do
   export CORING_ENGINE=$engine
