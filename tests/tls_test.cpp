@@ -962,8 +962,14 @@ TEST_CASE("TLS: close() while a writer waits on a peer that does not read: bound
       error = p.client.error().value();
     });
     // The writer runs until it waits for the buffers to drain: close() interrupts it (were it
-    // to wait for the writer instead, the writer's error would be ETIMEDOUT).
-    CHECK(p.client.close());
+    // to wait for the writer instead, the writer's error would be ETIMEDOUT). The rest of the
+    // records the writer counted as sent cannot leave within the bound: close() says so.
+    p.client.set_timeouts(kLong, kLong, 200ms);
+    const int fd = p.client.fd();
+    CHECK_FALSE(p.client.close());
+    CHECK(p.client.error().value() == ETIMEDOUT);
+    CHECK(contains(p.client.error_message(), "lost"));
+    CHECK(::fcntl(fd, F_GETFD) == -1);  // closed all the same
     CHECK(settle(wg));
     CHECK(sent > 0);
     CHECK(error == ECANCELED);
@@ -977,6 +983,112 @@ TEST_CASE("TLS: close() while a writer waits on a peer that does not read: bound
     }
     CHECK(got.size() <= static_cast<size_t>(sent));
     CHECK(got == data.substr(0, got.size()));
+  });
+}
+
+// Fills the client's way to a server that does not read: send() until one counts bytes as sent
+// that have not all left (the next call then fails at once: their rest is still ours). Returns
+// the bytes counted as sent.
+size_t send_until_stuck(Pair& p, const std::string& data) {
+  size_t sent = 0;
+  while (sent < data.size()) {
+    ssize_t n = p.client.send(data.data() + sent, data.size() - sent, 50ms);
+    if (n < 0) break;
+    sent += static_cast<size_t>(n);
+  }
+  CHECK(p.client.error().value() == ETIMEDOUT);
+  return sent;
+}
+
+// Reads until the end of the stream: what arrived, and whether the end was a close_notify.
+std::string read_to_end(Co::Socket& socket, bool* clean) {
+  std::string got;
+  char buffer[65536];
+  for (;;) {
+    ssize_t n = socket.recv(buffer, sizeof buffer, kLong);
+    if (n <= 0) {
+      *clean = n == 0 && socket.error().value() == 0;
+      if (!*clean) MESSAGE("read_to_end: " << n << " " << socket.error_message());
+      return got;
+    }
+    got.append(buffer, static_cast<size_t>(n));
+  }
+}
+
+TEST_CASE("TLS: close() after a send that timed out: delivers the rest, or says it is lost") {
+  Co::TlsContext server = server_context();
+  Co::TlsContext client = client_context();
+  const std::string data = pattern(8 * 1024 * 1024, 5);
+  in_container([&] {
+    // The server reads while close() waits: the rest and the close_notify arrive, nothing lost.
+    Pair p = tcp_pair(Type::tcp, /*small_buffers=*/true);
+    CO_REQUIRE(tls_pair(p, server, client));
+    const size_t sent = send_until_stuck(p, data);
+    CHECK(sent > 0);
+    bool clean = false;
+    std::string got;
+    Co::WaitGroup wg;
+    spawn(wg, [&] { got = read_to_end(p.server, &clean); });
+    CHECK(p.client.close());
+    CHECK(settle(wg));
+    CHECK(got.size() == sent);
+    CHECK(got == data.substr(0, sent));
+    CHECK(clean);
+
+    // Nobody reads: the rest cannot leave within the bound (the write timeout, at most 1 s).
+    Pair q = tcp_pair(Type::tcp, /*small_buffers=*/true);
+    CO_REQUIRE(tls_pair(q, server, client));
+    CHECK(send_until_stuck(q, data) > 0);
+    q.client.set_timeouts(kLong, kLong, 100ms);
+    const int fd = q.client.fd();
+    CHECK_FALSE(q.client.close());
+    CHECK(q.client.error().value() == ETIMEDOUT);
+    CHECK(contains(q.client.error_message(), "lost"));
+    CHECK(::fcntl(fd, F_GETFD) == -1);
+    CHECK_FALSE(q.client.close());  // already closed: EBADF
+    CHECK(q.client.error().value() == EBADF);
+  });
+}
+
+TEST_CASE("TLS: close() outside a coroutine with the rest of a send still unsent: EAGAIN") {
+  Co::TlsContext server = server_context();
+  Co::TlsContext client = client_context();
+  const std::string data = pattern(8 * 1024 * 1024, 6);
+  std::optional<Pair> kept;
+  in_container([&] {
+    kept.emplace(tcp_pair(Type::tcp, /*small_buffers=*/true));
+    CO_REQUIRE(tls_pair(*kept, server, client));
+    CHECK(send_until_stuck(*kept, data) > 0);
+  });
+  REQUIRE(kept.has_value());
+  CHECK_FALSE(kept->client.close());  // may not wait here: what the kernel does not take is lost
+  CHECK(kept->client.error().value() == EAGAIN);
+  CHECK(contains(kept->client.error_message(), "lost"));
+}
+
+TEST_CASE("TLS: shutdown(SHUT_WR) that cannot get the close_notify out fails and loses nothing") {
+  Co::TlsContext server = server_context();
+  Co::TlsContext client = client_context();
+  const std::string data = pattern(8 * 1024 * 1024, 7);
+  in_container([&] {
+    Pair p = tcp_pair(Type::tcp, /*small_buffers=*/true);
+    CO_REQUIRE(tls_pair(p, server, client));
+    const size_t sent = send_until_stuck(p, data);
+    p.client.set_timeouts(kLong, kLong, 100ms);
+    CHECK_FALSE(p.client.shutdown(SHUT_WR));
+    CHECK(p.client.error().value() == ETIMEDOUT);
+    // The TCP side is still open (a FIN now would cut the records off): once the server reads,
+    // close() sends the rest and the close_notify.
+    p.client.set_timeouts(kLong, kLong, kLong);
+    bool clean = false;
+    std::string got;
+    Co::WaitGroup wg;
+    spawn(wg, [&] { got = read_to_end(p.server, &clean); });
+    CHECK(p.client.close());
+    CHECK(settle(wg));
+    CHECK(got.size() == sent);
+    CHECK(got == data.substr(0, sent));
+    CHECK(clean);
   });
 }
 

@@ -44,7 +44,13 @@
 // - close() sends a close_notify after what an interrupted writer left unsent, waiting at most
 //   the write timeout and never more than 1 s for the kernel to take them (not for the peer's
 //   answer); outside a coroutine, while unwound, and in the destructor only without waiting.
-//   shutdown(SHUT_WR) sends the close_notify the same way unless a writer is inside the socket.
+//   The socket is closed either way, but if the rest of what send() counted as sent could not
+//   be handed over (a peer that does not read), it is lost and close() returns false: ETIMEDOUT,
+//   or EAGAIN where it may not wait (the destructor cannot say: close() first when it matters).
+//   A close_notify that cannot leave loses no data; the peer sees ECONNRESET instead of the end.
+//   shutdown(SHUT_WR) sends the close_notify the same way unless a writer is inside the socket;
+//   if it cannot hand it over in that bound, it fails (ETIMEDOUT) and leaves the TCP side open,
+//   so that nothing is lost behind a FIN, and close() tries again.
 // - A protocol failure (EPROTO: a bad record, a fatal alert) or a failed handshake makes every
 //   later read and write fail with the same error.
 // - recvfrom() and sendto() fail with EINVAL.
@@ -151,7 +157,7 @@ class Socket {
                    Duration timeout = kDefaultTimeout);
 
   bool shutdown(int how = SHUT_RDWR);  // a reader waiting in recv() then sees end of stream
-  bool close();                        // see the header comment; true if it was open
+  bool close();  // see the header comment; true if it was open (TLS: and nothing was lost)
 
   // Whether the connection still works as far as this end can tell without sending anything
   // (Swoole's checkLiveness): what a connection pool asks of a socket that sat idle, so that it

@@ -266,8 +266,12 @@ bool Socket::listen(int backlog) {
 bool Socket::shutdown(int how) {
   SocketCore* const core = core_;
   if (!detail::open_for_call(core)) return false;
-  // TLS: the close_notify goes out before the TCP side ends writing.
-  if (core->tls != nullptr) detail::tls_shutdown(core, how);
+  // TLS: the close_notify goes out before the TCP side ends writing. If it cannot, writing
+  // stays open so that close() can try again (its bytes would be lost behind a FIN).
+  if (core->tls != nullptr && !detail::tls_shutdown(core, how)) {
+    if (how == SHUT_RDWR) ::shutdown(core->fd, SHUT_RD);  // a waiting reader still sees the end
+    return false;
+  }
   return detail::syscall_succeeded(core, ::shutdown(core->fd, how));
 }
 
@@ -289,8 +293,9 @@ bool Socket::close() {
     }
   } hold(core);
   // TLS: the close_notify (and what an interrupted writer left unsent) goes out once the calls
-  // we just cancelled have left, within a short bound (see socket.hpp).
-  if (core->tls != nullptr) detail::finish_tls(core);
+  // we just cancelled have left, within a short bound (see socket.hpp). The descriptor closes
+  // either way; false says that bytes send() had counted as sent never left.
+  const bool delivered = core->tls == nullptr || detail::finish_tls(core);
   // Wait for the readers and writers we just cancelled to leave, so that when close() returns
   // the descriptor is really closed. Where we may not wait (outside a coroutine, while being
   // unwound), the last of them closes it.
@@ -301,7 +306,7 @@ bool Socket::close() {
       break;
     }
   }
-  return true;
+  return delivered;
 }
 
 // ---- options -----------------------------------------------------------------------------------

@@ -601,37 +601,38 @@ bool tls_check_liveness(SocketCore* core) {
   return false;
 }
 
-void tls_shutdown(SocketCore* core, int how) {
+bool tls_shutdown(SocketCore* core, int how) {
   TlsSession& s = *core->tls;
   if (how == SHUT_RD || how == SHUT_RDWR) s.read_shut = true;
-  if (how != SHUT_WR && how != SHUT_RDWR) return;
+  if (how != SHUT_WR && how != SHUT_RDWR) return true;
   // A writer inside: only the TCP side ends (it sees EPIPE, as on a plain socket).
-  if (!close_notify_due(core) || s.flushing || core->writer_cid != 0) return;
+  if (!close_notify_due(core) || s.flushing || core->writer_cid != 0) return true;
   if (!in_coroutine() || running_is_unwinding()) {
     queue_close_notify(s);
     send_pending_now(core);
-    return;
+    if (!s.has_output()) return true;
+    set_error(core, EAGAIN,
+              "TLS: shutdown() without waiting (outside a coroutine or while unwound) could not "
+              "hand the close_notify, and what send() left unsent, to the kernel at once");
+    return false;
   }
-  // shutdown() reports its own result: what the close_notify met is not its error.
-  const int error = core->error;
-  const char* error_text = core->error_text;
-  {
-    Call writing(core, false);
-    if (writing.ok()) {
-      queue_close_notify(s);
-      flush(core, writing, deadline_for(close_notify_bound(core)));
-    }
+  Call writing(core, false);
+  if (!writing.ok()) return true;  // closed meanwhile: the TCP call reports it
+  queue_close_notify(s);
+  if (flush(core, writing, deadline_for(close_notify_bound(core)))) return true;
+  if (core->error == ETIMEDOUT) {
+    set_error(core, ETIMEDOUT,
+              "TLS: shutdown() could not hand the close_notify, and what send() left unsent, to "
+              "the kernel in time (the peer is not reading); close() tries again");
   }
-  core->error = error;
-  core->error_text = error_text;
+  return false;
 }
 
-void finish_tls(SocketCore* core) {
-  if (!close_notify_due(core)) return;
-  if (!in_coroutine() || running_is_unwinding()) {
-    close_notify_now(core);
-    return;
-  }
+bool finish_tls(SocketCore* core) {
+  TlsSession& s = *core->tls;
+  auto owes_output = [&] { return s.ssl != nullptr && s.failure == 0 && s.has_output(); };
+  if (!close_notify_due(core) && !owes_output()) return true;
+  if (!in_coroutine() || running_is_unwinding()) return close_notify_now(core);
   Call closing(core, Call::Closing{});  // keeps the descriptor open until we are done
   struct Finishing {
     SocketCore* core;
@@ -642,18 +643,47 @@ void finish_tls(SocketCore* core) {
   // a record the writer was sending goes out before the close_notify.
   while (core->active > 1) {
     Waiter waiter;
-    if (park(core->close_waiters, waiter, kForever, Cancellable::no) != kWaitOk) return;
+    if (park(core->close_waiters, waiter, kForever, Cancellable::no) != kWaitOk) return true;
   }
-  if (!close_notify_due(core)) return;
-  queue_close_notify(*core->tls);
-  if (flush(core, closing, deadline_for(close_notify_bound(core)))) drop_unread_now(core);
+  const int64_t deadline = deadline_for(close_notify_bound(core));
+  // What send() counted as sent (or shutdown() could not get out) goes first; if it cannot, the
+  // peer never gets it, and close() says so.
+  if (owes_output() && !flush(core, closing, deadline)) {
+    if (core->error == ETIMEDOUT) {
+      set_error(core, ETIMEDOUT,
+                "TLS: close() could not hand the rest of what send() accepted to the kernel in "
+                "time (the peer is not reading); it is lost");
+    }
+    return false;
+  }
+  if (close_notify_due(core)) {
+    queue_close_notify(s);
+    // A close_notify that cannot leave loses no data: the peer sees a truncation (ECONNRESET).
+    if (!flush(core, closing, deadline)) return true;
+  }
+  if (s.close_notify_queued) drop_unread_now(core);  // ours is out (here or by shutdown())
+  return true;
 }
 
-void close_notify_now(SocketCore* core) noexcept {
-  if (core->active > 0 || !close_notify_due(core)) return;
-  queue_close_notify(*core->tls);
-  send_pending_now(core);
-  if (!core->tls->has_output()) drop_unread_now(core);
+bool close_notify_now(SocketCore* core) noexcept {
+  TlsSession& s = *core->tls;
+  if (s.ssl == nullptr || s.failure != 0) return true;
+  const size_t owed = s.unsent();  // what send() counted as sent and is still ours
+  size_t notify = 0;
+  if (core->active == 0 && core->fd >= 0) {  // nobody inside: the write side is ours
+    if (close_notify_due(core)) {
+      queue_close_notify(s);
+      notify = s.unsent() - owed;
+    }
+    send_pending_now(core);
+    if (notify > 0 && !s.has_output()) drop_unread_now(core);
+  }
+  // Whatever is left when the descriptor closes is lost; the close_notify alone loses no data.
+  if (owed == 0 || s.unsent() <= notify) return true;
+  set_error(core, EAGAIN,
+            "TLS: close() without waiting (outside a coroutine or while unwound) could not hand "
+            "the rest of what send() accepted to the kernel at once; it is lost");
+  return false;
 }
 
 ssize_t refuse_on_tls(SocketCore* core) noexcept {

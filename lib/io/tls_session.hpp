@@ -61,9 +61,13 @@
 // nobody read (most often the server's TLS 1.3 session tickets) is dropped without waiting, so
 // that the kernel ends the connection with a FIN and not a reset, which would make the peer lose
 // the last records it had received but not yet read. The destructor, and close() outside a
-// coroutine or while its coroutine is unwound, only try a non-blocking send. shutdown(SHUT_WR)
-// sends close_notify the same way as close() when no writer is inside (with a writer inside it only
-// shuts the TCP side, which the writer sees as EPIPE, as on a plain socket).
+// coroutine or while its coroutine is unwound, only try a non-blocking send. What send() counted
+// as sent and could not be handed over is lost with the descriptor: close() returns false then
+// (the close_notify alone does not count: the peer sees a truncation, no data is lost).
+// shutdown(SHUT_WR) sends close_notify the same way as close() when no writer is inside (with a
+// writer inside it only shuts the TCP side, which the writer sees as EPIPE, as on a plain
+// socket); if that fails it leaves the TCP side open (the bytes would be lost behind a FIN) and
+// close() sends them.
 #pragma once
 
 #include <openssl/ssl.h>
@@ -111,6 +115,7 @@ struct TlsSession {
   std::unique_ptr<char[]> file_buffer;  // sendfile()'s, made on first use
 
   bool has_output() const noexcept { return sent < sending.size() || !pending.empty(); }
+  size_t unsent() const noexcept { return sending.size() - sent + pending.size(); }
 };
 
 // ---- for the rest of Socket (socket.cpp, socket_transport.cpp) -------------------------------
@@ -129,16 +134,18 @@ ssize_t tls_sendfile(SocketCore* core, Call& call, int file_fd, int64_t offset, 
 bool tls_check_liveness(SocketCore* core);
 
 // close(), after begin_close(): waits for the cancelled calls to leave, then sends what is
-// pending and a close_notify within the bound (see the header comment).
-void finish_tls(SocketCore* core);
+// pending and a close_notify within the bound (see the header comment). False (error recorded)
+// when what send() counted as sent could not be handed to the kernel: it is lost.
+bool finish_tls(SocketCore* core);
 
 // The destructor's close_notify: only what the kernel takes at once, only when no call is
-// inside the socket.
-void close_notify_now(SocketCore* core) noexcept;
+// inside the socket. False (error recorded) when what send() counted as sent is left: it is lost.
+bool close_notify_now(SocketCore* core) noexcept;
 
 // shutdown(how) before the system call: close_notify when writing ends; remembers that reading
-// ends here.
-void tls_shutdown(SocketCore* core, int how);
+// ends here. False (error recorded) when the close_notify, and what send() left unsent before
+// it, could not be handed to the kernel within the bound: the TCP side must not end then.
+bool tls_shutdown(SocketCore* core, int how);
 
 // recvfrom()/sendto() on a TLS socket: refused with EINVAL.
 ssize_t refuse_on_tls(SocketCore* core) noexcept;
