@@ -325,9 +325,21 @@ void UringEngine::forget(int fd) noexcept {
   // kernel holds the socket open, so the close that follows would send no FIN (a peer would not
   // see the end of stream when close() returns). Submitting and running the completion work
   // frees it: one system call per close of a socket that read ahead.
-  // (Never in a forked child: the ring is the parent's.)
-  if (failure_ == 0 && fork_generation_ == fork_generation())
-    io_uring_submit_and_get_events(&ring_);
+  // (Never in a forked child: the ring is the parent's.) A full completion queue (EBUSY, or
+  // EAGAIN) makes the kernel refuse the batch: reap and try again, as get_sqe() does, since a
+  // cancellation left queued is exactly the case above. A ring that fails outright is given up
+  // by submit_failed(), which fails every operation.
+  if (failure_ != 0 || fork_generation_ != fork_generation()) return;
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    int result = io_uring_submit_and_get_events(&ring_);
+    if (result >= 0) return;
+    if (result == -EBUSY || result == -EAGAIN) {
+      reap();
+    } else if (result != -EINTR) {
+      submit_failed(-result);
+      return;
+    }
+  }
 }
 
 void UringEngine::drain_receivers() noexcept {
