@@ -22,6 +22,7 @@
 
 #include <chrono>
 #include <coring/coring.hpp>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -236,6 +237,36 @@ TEST_CASE("TlsContext: clients and servers from files and memory; errors name th
     CHECK_FALSE(Co::TlsContext::client(ciphers).has_value());
     CHECK(contains(Co::TlsContext::last_error_message(), "ciphers"));
   }
+}
+
+TEST_CASE("TlsContext: the system CA store is parsed once, on an offload worker") {
+  // Only a process that has not parsed it yet shows where it is parsed: the test runs itself in
+  // a fresh one (fork and exec), and there checks what the container could do meanwhile.
+  if (std::getenv("CORING_TLS_FRESH_PROCESS") == nullptr) {
+    ChildResult child = run_in_child([] {
+      ::setenv("CORING_TLS_FRESH_PROCESS", "1", 1);
+      const char* args[] = {"tls_test", "--test-case=TlsContext: the system CA store*", nullptr};
+      ::execv("/proc/self/exe", const_cast<char* const*>(args));
+      return 127;
+    });
+    CHECK_MESSAGE(child.exit_code() == 0, child.describe());
+    return;
+  }
+  bool made = false;
+  bool ok = false;
+  bool again = false;
+  in_container([&] {
+    long first = Co::create([&] {
+      ok = Co::TlsContext::client().has_value();
+      made = true;
+    });
+    CHECK_FALSE(made);  // the creator runs on while a worker parses (inline, it would be made)
+    CHECK(Co::join({first}, kLong));
+    CHECK(made);
+    CHECK(ok);
+    Co::create([&] { again = Co::TlsContext::client().has_value(); });
+    CHECK(again);  // parsed once: the next context waits for nothing
+  });
 }
 
 // ---- handshake and data ------------------------------------------------------------------------

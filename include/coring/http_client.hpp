@@ -104,15 +104,15 @@
 // as the name to verify (sent as SNI; an IP address is checked against the certificate's IP
 // entries and not sent), with ClientOptions::tls or, when that is empty, the thread's default
 // client context (TlsContext::client(): the system's CA store, made once per thread and shared
-// by every Client on it). A context remembers the last session per server, so the next
-// connection to a server resumes it (an abbreviated handshake, no certificate check to repeat).
-// Verification is on by default; a context made with TlsOptions::verify_peer false turns it off
-// (WARNING: then anyone on the path can read and change the traffic; for tests only). Everything
-// else works as over plain HTTP (keep-alive, the idle check, retries, redirects, uploads from a
-// file, which are read and encrypted instead of sendfile(2)), and close() sends the TLS
-// close_notify. A body that lasts until the close must end with the server's close_notify: a
-// connection cut without one is -3, ECONNRESET (a truncation an attacker could cause), never a
-// short body passed for a whole one.
+// by every Client on it; the store itself is parsed once per process, off the scheduler). A context
+// remembers the last session per server, so the next connection to a server resumes it (an
+// abbreviated handshake, no certificate check to repeat). Verification is on by default; a context
+// made with TlsOptions::verify_peer false turns it off (WARNING: then anyone on the path can read
+// and change the traffic; for tests only). Everything else works as over plain HTTP (keep-alive,
+// the idle check, retries, redirects, uploads from a file, which are read and encrypted instead of
+// sendfile(2)), and close() sends the TLS close_notify. A body that lasts until the close must end
+// with the server's close_notify: a connection cut without one is -3, ECONNRESET (a truncation an
+// attacker could cause), never a short body passed for a whole one.
 //
 // The one-call functions get(url), post(url, body) and execute(method, url, body) parse
 // `http://host[:port]/path?query` and `https://host[:port]/path?query` (an IPv6 literal in

@@ -7,12 +7,15 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <utility>
 
 #include "coring/detail/wait.hpp"
+#include "coring/system.hpp"
 #include "io/tls_context.hpp"
 #include "io/tls_session.hpp"
 
@@ -141,10 +144,40 @@ bool has_ca(const TlsOptions& options) {
   return !options.ca_file.empty() || !options.ca_path.empty() || !options.ca_pem.empty();
 }
 
+// The system's CA store, parsed once per process and shared by every context that uses it
+// (X509_STORE is reference-counted, and OpenSSL 3 locks it for the lookups of concurrent
+// verifications). Parsing Debian's bundle (about 140 certificates) takes some 17 ms: done in a
+// coroutine, it runs on an offload worker so that the container's other coroutines go on, and
+// each later context (a thread's default https context, say) costs nothing for it. Null when
+// OpenSSL cannot even allocate it; a missing bundle is not an error (verification then fails,
+// naming the unknown issuer), as with SSL_CTX_set_default_verify_paths.
+X509_STORE* system_store() {
+  static std::once_flag once;
+  static std::atomic<X509_STORE*> store{nullptr};
+  static std::atomic<bool> loaded{false};
+  if (loaded.load(std::memory_order_acquire)) return store.load(std::memory_order_relaxed);
+  return offload([] {
+    std::call_once(once, [] {
+      X509_STORE* made = X509_STORE_new();
+      if (made != nullptr && X509_STORE_set_default_paths(made) != 1) {
+        X509_STORE_free(made);
+        made = nullptr;
+      }
+      ERR_clear_error();  // this thread's queue: a worker's, or ours
+      store.store(made, std::memory_order_relaxed);
+      loaded.store(true, std::memory_order_release);
+    });
+    return store.load(std::memory_order_relaxed);
+  });
+}
+
 // The CAs to verify the peer with: those named, or the system's store.
 bool load_trust(SSL_CTX* ctx, const TlsOptions& options) {
   if (!has_ca(options)) {
-    return SSL_CTX_set_default_verify_paths(ctx) == 1 || fail_openssl("the system's CA store");
+    X509_STORE* store = system_store();
+    if (store == nullptr) return fail(ENOMEM, "the system's CA store: out of memory");
+    SSL_CTX_set1_cert_store(ctx, store);
+    return true;
   }
   if (!options.ca_file.empty() || !options.ca_path.empty()) {
     const char* file = options.ca_file.empty() ? nullptr : options.ca_file.c_str();
