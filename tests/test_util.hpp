@@ -158,6 +158,23 @@ ChildResult run_in_child(F&& fn, unsigned timeout_seconds = 20) {
   return result;
 }
 
+// Runs the test case named test_case (a doctest name filter) again in a fresh process of this
+// test binary (fork, then exec), with the environment variable marker set: for what a process
+// does once and keeps (the system CA store, say), which a forked child would inherit done. The
+// test case tells which side it is on by getenv(marker).
+inline ChildResult run_fresh(const std::string& test_case, const char* marker,
+                             unsigned timeout_seconds = 60) {
+  const std::string filter = "--test-case=" + test_case;
+  return run_in_child(
+      [&]() -> int {
+        ::setenv(marker, "1", 1);
+        const char* args[] = {"fresh", filter.c_str(), "--no-version", nullptr};
+        ::execv("/proc/self/exe", const_cast<char* const*>(args));
+        return 127;
+      },
+      timeout_seconds);
+}
+
 // Writes one line to stderr with a single write(2): how a child reports what it saw.
 inline void child_report(const std::string& line) {
   std::string text = line + "\n";

@@ -10,9 +10,9 @@
 // uploads from a file; header_timeout after the handshake; graceful shutdown; a TLS client at a
 // plaintext port; verification failures (unknown CA, expired, another name, the system store)
 // as status -5 with OpenSSL's reason; ClientPool over https; http::get with a context of the
-// test CA, and with the default context (SSL_CERT_FILE, in a child) reusing idle connections,
-// http and https keyed apart; redirects between http and https; WorkerPool with the context
-// made before the fork (a session resumes with either worker).
+// test CA (idle connections kept per context), and with the default context (SSL_CERT_FILE, in a
+// child) reusing idle connections, http and https keyed apart; redirects between http and https;
+// WorkerPool with the context made before the fork (a session resumes with either worker).
 //
 // The certificates come from tests/tls_util.hpp (made at test time). Assertions inside
 // coroutines use CHECK only; every wait the test expects to end has a finite timeout.
@@ -772,11 +772,23 @@ TEST_CASE("http::get(https://...) with a context of the test CA; http and https 
           CHECK(r.body == origin);  // Host: with the port, as it is not 443
           r = http::get("https://" + origin + "/b", options);
           CHECK(r.status == 200);
-          // A context of its own: a new connection each time (see http_client.hpp).
+          // The same context (a copy of it): the idle connection it verified serves again.
+          CHECK(server.stats().accepted == 1);
+          // Another context, even one that trusts the same CA: a connection of its own.
+          http::ClientOptions other;
+          other.tls = tls_client_context();
+          CHECK_FALSE(*other.tls == *options.tls);
+          CHECK(*options.tls == Co::TlsContext(*options.tls));
+          r = http::get("https://" + origin + "/b2", other);
+          CHECK(r.status == 200);
+          CHECK(server.stats().accepted == 2);
+          r = http::get("https://" + origin + "/b3", options);
+          CHECK(r.status == 200);
           CHECK(server.stats().accepted == 2);
           r = http::get("https://localhost:" + std::to_string(port) + "/c", options);
           CHECK(r.status == 200);
           CHECK(r.body == "localhost:" + std::to_string(port));
+          CHECK(server.stats().accepted == 3);  // another host name: another connection
           // http:// to the same port: a plaintext connection, which the TLS server refuses.
           r = http::get("http://" + origin + "/d", options);
           CHECK(r.status == -3);
@@ -785,7 +797,8 @@ TEST_CASE("http::get(https://...) with a context of the test CA; http and https 
           r = http::post("https://" + origin + "/e", "body", options);
           CHECK(r.status == 200);
           CHECK(server.stats().tls_failed == 1);
-          // Without a context of the test CA: the system's store refuses the certificate.
+          // Without a context of the test CA: the system's store refuses the certificate (the
+          // idle connections the test CA's context verified are not for this request).
           r = http::get("https://" + origin + "/f");
           CHECK(r.status == -5);
           CHECK(r.error.value() == EPROTO);
@@ -864,11 +877,18 @@ TEST_CASE("redirects between http and https; credentials do not follow to anothe
 }
 
 TEST_CASE("http::get(https://...) with the default context: the system's store, idle reuse") {
-  // The default context is the thread's, made once: a child process with a thread of its own
-  // makes it after SSL_CERT_FILE points OpenSSL's default store at the test CA.
+  // The system's store is parsed once per process: a fresh process (this test run again) points
+  // OpenSSL's default store at the test CA with SSL_CERT_FILE before anything parses it.
+  if (std::getenv("CORING_FRESH_PROCESS") == nullptr) {
+    ChildResult child =
+        run_fresh("http::get(https://...) with the default context*", "CORING_FRESH_PROCESS");
+    CHECK_MESSAGE(child.exited(), child.describe());
+    CHECK_MESSAGE(child.exit_code() == 0, child.describe());
+    return;
+  }
   const std::string ca_file = test_pki().ca_file;
   const Co::TlsContext server_context = tls_server_context();
-  ChildResult child = run_in_child([&]() -> int {
+  {
     ::setenv("SSL_CERT_FILE", ca_file.c_str(), 1);
     int failures = 0;
     std::thread thread([&] {
@@ -898,10 +918,8 @@ TEST_CASE("http::get(https://...) with the default context: the system's store, 
       if (rc != 0) ++failures;
     });
     thread.join();
-    return failures;
-  });
-  CHECK_MESSAGE(child.exited(), child.describe());
-  CHECK_MESSAGE(child.exit_code() == 0, child.describe());
+    CHECK(failures == 0);
+  }
 }
 
 TEST_CASE("WorkerPool: a TLS context made before the fork serves every worker; sessions resume") {

@@ -242,13 +242,9 @@ TEST_CASE("TlsContext: clients and servers from files and memory; errors name th
 TEST_CASE("TlsContext: the system CA store is parsed once, on an offload worker") {
   // Only a process that has not parsed it yet shows where it is parsed: the test runs itself in
   // a fresh one (fork and exec), and there checks what the container could do meanwhile.
-  if (std::getenv("CORING_TLS_FRESH_PROCESS") == nullptr) {
-    ChildResult child = run_in_child([] {
-      ::setenv("CORING_TLS_FRESH_PROCESS", "1", 1);
-      const char* args[] = {"tls_test", "--test-case=TlsContext: the system CA store*", nullptr};
-      ::execv("/proc/self/exe", const_cast<char* const*>(args));
-      return 127;
-    });
+  if (std::getenv("CORING_FRESH_PROCESS") == nullptr) {
+    ChildResult child =
+        run_fresh("TlsContext: the system CA store is parsed once*", "CORING_FRESH_PROCESS");
     CHECK_MESSAGE(child.exit_code() == 0, child.describe());
     return;
   }

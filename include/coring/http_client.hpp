@@ -120,10 +120,9 @@
 // Client taken from this container's idle ones for that scheme, host and port (at most 8 idle
 // per scheme, host and port, 64 in all: more are closed), which goes back there when its
 // connection may be reused. The URL's scheme decides whether TLS is spoken (options.https is
-// ignored); options.tls is the context for https, as on a Client. Only https connections of the
-// default context wait idle: a request with options.tls of its own makes a new connection each
-// time (resuming its context's last session with the server, an abbreviated handshake), so
-// that a connection verified with one context never serves a request that asked for another.
+// ignored); options.tls is the context for https, as on a Client. An idle https connection
+// serves only a request with the context it was verified with (options.tls a copy of the same
+// TlsContext, or both empty: the thread's default), never one that asked for another.
 // Their ClientResponse carries status, headers, body and error as Client would. A URL that is
 // malformed fails with status -1 and EINVAL, with credentials (user@host) EINVAL too, without
 // connecting.

@@ -79,7 +79,8 @@ struct TlsOptions {
   // hashed layout (c_rehash), or PEM text in memory. All empty: the system's store
   // (Debian: /etc/ssl/certs, from the ca-certificates package), parsed once per process (some
   // 17 ms for Debian's bundle) and shared by every context; in a coroutine the parsing runs on
-  // an offload worker (system.hpp), so the container's other coroutines go on meanwhile. A file
+  // an offload worker (system.hpp), so the container's other coroutines go on meanwhile; the
+  // SSL_CERT_FILE and SSL_CERT_DIR variables count when it is parsed, not later. A file
   // named here is read on the calling thread each time a context is made: make contexts once.
   std::string ca_file;
   std::string ca_path;
@@ -119,6 +120,12 @@ class TlsContext {
   static std::string_view last_error_message() noexcept;
 
   bool is_server() const noexcept;
+
+  // True for copies of one context: they share its OpenSSL context, settings and session
+  // cache. (The one-call http functions keep idle https connections per context by it.)
+  friend bool operator==(const TlsContext& a, const TlsContext& b) noexcept {
+    return a.state_ == b.state_;
+  }
 
  private:
   explicit TlsContext(std::shared_ptr<detail::TlsContextState> state) : state_(std::move(state)) {}

@@ -9,6 +9,7 @@
 #include <absl/container/flat_hash_map.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <vector>
@@ -102,19 +103,18 @@ ClientResponse execute(std::string_view method, std::string_view url, std::strin
   if (int error = detail::parse_url(url, &parts, &why)) return failed_response(error, why);
   std::string key = key_of(parts.https, parts.host, parts.port);
   options.https = parts.https;  // the URL's scheme decides
-  // An https connection was verified with one context: it may only serve a request that asks
-  // for the same. TlsContext has no public identity to compare two contexts by, so only
-  // connections of the thread's default context are kept idle; a request with a context of its
-  // own connects anew each time (its context still resumes the session: a short handshake).
-  const bool shareable = !parts.https || !options.tls;
+  // An https connection was verified with one context: it serves only a request that asks for
+  // that context (a copy of it), or, with none, for the thread's default.
   std::unique_ptr<Client> client;
-  if (shareable) {
-    IdleClients& idle = IdleClients::current();
-    auto found = idle.by_host.find(key);
-    if (found != idle.by_host.end() && !found->second.empty()) {
-      client = std::move(found->second.back());
-      found->second.pop_back();
+  IdleClients& idle = IdleClients::current();
+  if (auto found = idle.by_host.find(key); found != idle.by_host.end()) {
+    std::vector<std::unique_ptr<Client>>& clients = found->second;
+    for (size_t i = clients.size(); i-- > 0;) {  // the most recently used first
+      if (parts.https && detail::ClientCore::of(*clients[i]).options.tls != options.tls) continue;
+      client = std::move(clients[i]);
+      clients.erase(clients.begin() + static_cast<std::ptrdiff_t>(i));
       --idle.count;
+      break;
     }
   }
   if (client) {
@@ -126,11 +126,10 @@ ClientResponse execute(std::string_view method, std::string_view url, std::strin
   ClientResponse response = detail::take_response(*client, ok);
   detail::ClientCore& core = detail::ClientCore::of(*client);
   // Put back only a connection to its own host (a redirect may have taken it elsewhere) that
-  // may take another request; the table is looked up again: others may have changed it while
-  // this request waited.
-  if (shareable && ok && core.reusable && core.connected_https == core.options.https &&
+  // may take another request; the host's entry is looked up again: others may have changed the
+  // table while this request waited.
+  if (ok && core.reusable && core.connected_https == core.options.https &&
       core.connected_port == core.port && core.connected_host == core.host) {
-    IdleClients& idle = IdleClients::current();
     std::vector<std::unique_ptr<Client>>& clients = idle.by_host[key];
     if (clients.size() < kIdlePerHost && idle.count < kIdleInAll) {
       clients.push_back(std::move(client));
