@@ -85,8 +85,15 @@
 //   clear; Go drops them for another host the same way). A redirect may go from http to https
 //   and back: the hop connects with the Location's scheme (a scheme-relative "//host/path"
 //   keeps the request's). A 3xx without Location, or the one that would exceed max_redirects,
-//   is returned as the response (true, status 3xx). A redirect's body is read and dropped,
-//   never handed to on_body.
+//   is returned as the response (true, status 3xx, its body stored or handed to on_body as any
+//   response's). So is a 307 or 308 that would send a request body (of one byte or more) from
+//   https to plain http: Go follows it, but a body that went out encrypted must not go out
+//   again in clear (a 301, 302 or 303 downgrade is followed: its GET carries no body; so is a
+//   307 of a request without one). A followed redirect's body is dropped, never handed to
+//   on_body, and read only up to 2 KiB, as Go's transport does (maxBodySlurpSize): a short one
+//   is read whole and the connection reused; a longer one (a Content-Length over 2 KiB, or more
+//   than 2 KiB of a chunked or until-close body) is not waited for: the connection is closed
+//   and the redirect followed at once.
 // - Two coroutines using one Client at the same time: the second one's call throws
 //   coring::BindError with Swoole's text for "reading" and the client's socket (see common.hpp);
 //   the first one's request goes on. Use one Client per coroutine, or a pool (coring/pool.hpp).
@@ -94,8 +101,10 @@
 //   set_options) throws std::logic_error.
 // - close() from another coroutine while a request waits ends that wait (ECANCELED as above);
 //   cancel(cid) of the requesting coroutine does the same. A coroutine unwound while it waits in a
-//   request (after a deadlock) leaves the request abandoned and the connection closed. An
-//   exception thrown by on_body abandons the request the same way and leaves get()/execute().
+//   request (after a deadlock) leaves the request abandoned, the connection closed and the
+//   client free for another coroutine; waiting for the server is I/O, which is no deadlock, so
+//   this is a wait inside on_body (on a channel, a lock) that nothing will end. An exception
+//   thrown by on_body abandons the request the same way and leaves get()/execute().
 // - Sizes and durations: max_header_size and max_body_size of 0 refuse any head or any non-empty
 //   body; a negative number cast to size_t is a limit too large to matter. max_redirects of 0 or
 //   less follows none. Durations saturate (see common.hpp); kForever means no limit.
@@ -189,7 +198,9 @@ struct ClientOptions {
 };
 
 struct ClientStats {
-  uint64_t requests = 0;     // responses read whole (each redirect's too; 1xx not counted)
+  // Responses received (each redirect's too, even one whose long body was left unread; 1xx not
+  // counted).
+  uint64_t requests = 0;
   uint64_t connections = 0;  // connections made (https: counted before their handshake)
   uint64_t retries = 0;      // requests sent again after a reused connection was found closed
   uint64_t redirects = 0;    // redirects followed

@@ -350,6 +350,27 @@ bool ClientCore::exchange(const Hop& hop, bool may_follow) {
   }
 }
 
+// Decided as soon as the head of a response to hop is read, before its body: the body of a
+// redirect that is followed is dropped (and not waited for past kRedirectBodyRead), that of one
+// that is not is the answer's. false: the Location is unusable (failed, -3).
+bool ClientCore::decide_redirect(const Hop& hop, bool may_follow) {
+  following = false;
+  if (!may_follow || !is_redirect(status)) return true;
+  std::optional<std::string_view> location = header("location");
+  if (!location) return true;  // nowhere to go: the 3xx is the answer
+  const char* why = nullptr;
+  if (resolve_location(hop.host, hop.port, hop.https, hop.target, *location, &redirect, &why) !=
+      0) {
+    return fail(-3, EBADMSG, std::string("a redirect's Location is unusable: ") + why);
+  }
+  // A body that went out over TLS is not sent again in clear (Go would): the 3xx is the answer.
+  // 301, 302 and 303 send none (see perform()); neither does a request whose body is empty.
+  const bool keeps_body = status == 307 || status == 308;
+  if (hop.https && !redirect.https && keeps_body && hop.body.size() > 0) return true;
+  following = true;
+  return true;
+}
+
 bool ClientCore::perform(std::string_view method, std::string_view path, RequestBody body) {
   check_binding();
   begin_response();
@@ -390,23 +411,14 @@ bool ClientCore::perform(std::string_view method, std::string_view path, Request
   for (int redirects = 0;;) {
     const bool may_follow = redirects < options.max_redirects;
     if (!exchange(hop, may_follow)) return false;
-    if (!may_follow || !is_redirect(status)) return true;
-    std::optional<std::string_view> location = header("location");
-    if (!location) return true;  // nowhere to go: the 3xx is the answer
-    Destination next;
-    const char* why = nullptr;
-    int resolve_error =
-        resolve_location(hop.host, hop.port, hop.https, hop.target, *location, &next, &why);
-    if (resolve_error != 0) {
-      return fail(-3, EBADMSG, std::string("a redirect's Location is unusable: ") + why);
-    }
+    if (!following) return true;  // decided from its head (decide_redirect)
     // RFC 9110 15.4: 301 and 302 may, and 303 must, turn the request into a GET (HEAD stays);
     // 307 and 308 repeat it as it was (Go's rules).
     if (status == 301 || status == 302 || status == 303) {
       if (hop.method != "HEAD") hop.method = "GET";
       hop.body = RequestBody{};
     }
-    destination = std::move(next);
+    destination = std::move(redirect);
     hop.host = destination.host;
     hop.port = destination.port;
     hop.target = destination.target;

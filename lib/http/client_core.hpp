@@ -27,6 +27,7 @@
 #include "coring/socket.hpp"
 #include "http/content_decoder.hpp"
 #include "http/message_parser.hpp"
+#include "http/url.hpp"
 
 namespace coring::http::detail {
 
@@ -107,6 +108,14 @@ struct ClientCore {
   int body_error = 0;  // why the body sink stopped the parse
   const char* body_error_text = nullptr;
   std::exception_ptr callback_exception;  // thrown by on_body: rethrown once llhttp returned
+  // A redirect perform() follows, decided from the head (decide_redirect): its body is dropped.
+  bool following = false;
+  Destination redirect;  // where it goes
+  // Go's maxBodySlurpSize: what a followed redirect's body may hold to be read for the
+  // connection's sake; a longer one is not waited for (redirect_body_left), the connection closes.
+  static constexpr uint64_t kRedirectBodyRead = 2 * 1024;
+  uint64_t redirect_body_read = 0;
+  bool redirect_body_left = false;
   mutable std::vector<Header> header_views;
   mutable bool header_views_ready = false;
 
@@ -122,6 +131,7 @@ struct ClientCore {
   void check_binding() const;  // BindError / logic_error for a call that may not start now
   bool perform(std::string_view method, std::string_view path, RequestBody body);
   bool exchange(const Hop& hop, bool may_follow);
+  bool decide_redirect(const Hop& hop, bool may_follow);
   bool connect(const Hop& hop);
   bool start_tls(const Hop& hop);
   // Whether the connection is to hop's scheme, host and port.
@@ -140,8 +150,9 @@ struct ClientCore {
   void begin_response() noexcept;
   bool read_response(const Hop& hop, bool may_follow, bool* received_any);
   bool make_room();
-  bool accept_head(bool may_follow);
+  bool accept_head(const Hop& hop, bool may_follow);
   bool complete_response();
+  bool leave_redirect_body();
   void drop_interim_response() noexcept;
   static bool take_body(void* context, const char* data, size_t size);
   static bool deliver(void* context, const char* data, size_t size);

@@ -67,6 +67,9 @@ bool ClientCore::read_response(const Hop& hop, bool may_follow, bool* received_a
   body_mode = BodyMode::store;
   body_error = 0;
   body_error_text = nullptr;
+  following = false;
+  redirect_body_read = 0;
+  redirect_body_left = false;
   // Bounds the non-data bytes of a chunked body (sizes, extensions, trailers) when the body
   // itself is bounded; a streamed body is bounded by the timeout only.
   const size_t max_framing =
@@ -115,7 +118,8 @@ bool ClientCore::read_response(const Hop& hop, bool may_follow, bool* received_a
         break;
       case MessageParser::Event::head_complete:
         head_end = parsed;
-        if (!accept_head(may_follow)) return false;
+        if (!accept_head(hop, may_follow)) return false;
+        if (redirect_body_left) return leave_redirect_body();
         parser.body_scan_from = static_cast<uint32_t>(head_end);
         parser.resume();
         parse_again = true;
@@ -125,6 +129,7 @@ bool ClientCore::read_response(const Hop& hop, bool may_follow, bool* received_a
         drop_interim_response();
         break;
       case MessageParser::Event::error:
+        if (redirect_body_left) return leave_redirect_body();  // deliver() stopped it
         if (body_error != 0) return fail(-3, body_error, body_error_text);
         return fail(-3, EBADMSG, std::string("a malformed response: ") + parser.error_reason());
     }
@@ -190,7 +195,7 @@ bool ClientCore::make_room() {
   return true;
 }
 
-bool ClientCore::accept_head(bool may_follow) {
+bool ClientCore::accept_head(const Hop& hop, bool may_follow) {
   if (head_end > options.max_header_size) {
     return fail(-3, EMSGSIZE, "the response head is larger than max_header_size");
   }
@@ -227,18 +232,24 @@ bool ClientCore::accept_head(bool may_follow) {
   }
   status = code;
   header_views_ready = false;
+  // Before any body byte: it is dropped if the redirect is followed, the answer's if not.
+  if (!decide_redirect(hop, may_follow)) return false;
   // RFC 9112 6.3: a response to HEAD, and 204 and 304, end with their head.
   if (head_request || code == 204 || code == 304) {
     parser.skip_body();
     return true;
   }
-  if (may_follow && (code == 301 || code == 302 || code == 303 || code == 307 || code == 308) &&
-      header("location")) {
+  if (following) {
     body_mode = BodyMode::discard;
-  } else {
-    body_mode = options.on_body ? BodyMode::stream : BodyMode::store;
+    // A body announced longer than is worth reading is not waited for (a server could announce
+    // a gigabyte, or send none of it); the connection goes with it (see deliver() for the rest).
+    if (!parser.chunked() && parser.content_length() > kRedirectBodyRead) {
+      redirect_body_left = true;
+    }
+    return true;
   }
-  if (options.decompress && body_mode != BodyMode::discard) {
+  body_mode = options.on_body ? BodyMode::stream : BodyMode::store;
+  if (options.decompress) {
     if (std::optional<std::string_view> coding = header("content-encoding")) {
       ContentDecoder::Coding kind = ContentDecoder::coding_of(*coding);
       if (kind != ContentDecoder::Coding::none) {
@@ -295,10 +306,15 @@ bool ClientCore::complete_response() {
   // Reused only when the server allows it (HTTP/1.1 without Connection: close, HTTP/1.0 with
   // keep-alive, a body with a length) and sent nothing past this response.
   reusable = options.keep_alive && !user_asks_close && parser.keep_alive() && parsed == filled;
-  if (reusable) {
-  } else {
-    close_connection();
-  }
+  if (!reusable) close_connection();
+  return true;
+}
+
+// A followed redirect whose body is longer than kRedirectBodyRead: what is left of it is not read
+// (Go closes such a body unread too), so the connection, which it still occupies, is closed.
+bool ClientCore::leave_redirect_body() {
+  ++stats.requests;
+  close_connection();
   return true;
 }
 
@@ -319,6 +335,12 @@ bool ClientCore::deliver(void* context, const char* data, size_t size) {
   auto* core = static_cast<ClientCore*>(context);
   switch (core->body_mode) {
     case BodyMode::discard:
+      // A followed redirect's: past kRedirectBodyRead the parse stops (see leave_redirect_body).
+      core->redirect_body_read += size;
+      if (core->redirect_body_read > kRedirectBodyRead) {
+        core->redirect_body_left = true;
+        return false;
+      }
       return true;
     case BodyMode::store:
       if (size >
