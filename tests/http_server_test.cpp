@@ -443,6 +443,62 @@ TEST_CASE("http: HTTP/1.0 closes unless Connection: keep-alive") {
   CHECK(keep == std::vector<bool>{false, true, true});
 }
 
+TEST_CASE("http: a client that asked to close and sent nothing more is not lingered for") {
+  // The graceful close waits (up to linger_timeout) for the client's FIN. A client that asked
+  // to close after a request read whole sends nothing more: its connection is closed at once,
+  // while the client still holds its end open (as nginx does). One that sent more bytes gets
+  // the graceful close, which drains them until the client closes.
+  http::ServerOptions options;
+  options.linger_timeout = std::chrono::seconds(60);  // longer than any wait here
+  with_server(
+      options,
+      [](http::Server& server) {
+        server.handle("/", [](http::Request&, http::Response& response) { response.end("ten"); });
+        server.handle("/stream", [](http::Request&, http::Response& response) {
+          response.write("te");  // HTTP/1.0: unframed, the close ends the body
+          response.end("n");
+        });
+      },
+      [](http::Server& server, uint16_t port) {
+        for (const char* request :
+             {"GET / HTTP/1.0\r\n\r\n", "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"}) {
+          CAPTURE(request);
+          const uint64_t closed = server.stats().closed;
+          Client client(port);
+          CO_REQUIRE(client.ok());
+          CO_REQUIRE(client.send(request));
+          Reply r = client.read();
+          CHECK(r.status == 200);
+          CHECK(r.body == "ten");
+          CHECK(client.closed());
+          CHECK(eventually([&] { return server.stats().closed == closed + 1; }));
+          CHECK(server.stats().connections == 0);
+        }
+        // Bytes after the request: the server drains them and waits for the client's end.
+        Client client(port);
+        CO_REQUIRE(client.ok());
+        CO_REQUIRE(client.send("GET / HTTP/1.0\r\n\r\nmore"));
+        Reply r = client.read();
+        CHECK(r.status == 200);
+        CHECK(client.closed());
+        CHECK(server.stats().connections == 1);
+        client.socket().close();
+        CHECK(eventually([&] { return server.stats().connections == 0; }));
+        // A client that asked to keep the connection, which the server ends (an HTTP/1.0 body
+        // without a length ends with it), may be sending its next request: the graceful close.
+        Client keeping(port);
+        CO_REQUIRE(keeping.ok());
+        CO_REQUIRE(keeping.send("GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+        r = keeping.read();
+        CHECK(r.status == 200);
+        CHECK(r.body == "ten");
+        CHECK(keeping.closed());
+        CHECK(server.stats().connections == 1);
+        keeping.socket().close();
+        CHECK(eventually([&] { return server.stats().connections == 0; }));
+      });
+}
+
 TEST_CASE("http: Connection: close is answered with Connection: close, then the close") {
   std::vector<std::string> seen;
   with_server(

@@ -9,7 +9,11 @@
 // come whole (Content-Length or chunked, up to package_max_length); `Expect: 100-continue` is
 // answered before the body is read. A response is ended with end(body) (Content-Length),
 // streamed with write() (chunked), or sent from a file with sendfile(). HEAD gets the head and
-// no body. Every response carries `Date` and `Server`.
+// no body. Every response carries `Date` and `Server`. A connection the server ends is closed
+// gracefully (server.hpp: the client's input drained until it closes, at most linger_timeout),
+// except when the client itself asked to close (`Connection: close`, HTTP/1.0 without
+// keep-alive) after a request read whole and has sent nothing more: it cannot be sending, and
+// the connection is closed at once, as nginx does (no wait for its FIN).
 //
 // How things fail:
 // - Refused requests (the server answers, then closes the connection): a head larger than

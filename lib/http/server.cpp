@@ -101,6 +101,25 @@ struct Registration {
   }
 };
 
+// After the last response of a connection: closes it at once, with no lingering, when the
+// client itself asked to close (Connection: close, or HTTP/1.0 without keep-alive) after a
+// request read whole and has sent nothing more (as nginx decides: lingering is for a client
+// that may still be sending). The wait for the client's FIN (and, over TLS, its close_notify)
+// otherwise costs about 9 us of server CPU per connection here, 4% of a TLS handshake. A
+// byte that has come (or an error) leaves the graceful close to drain it; end of stream or
+// nothing at all ends it now. One non-blocking read, through the engine (which may hold bytes
+// it read ahead) and, over TLS, through OpenSSL's buffered records.
+void close_if_client_done(detail::Exchange& exchange) {
+  const detail::MessageParser& parser = exchange.parser;
+  if (parser.keep_alive() || parser.upgrade() || exchange.parsed != exchange.filled) return;
+  Connection& connection = exchange.connection;
+  char byte;
+  ssize_t received = connection.recv(&byte, 1, Duration::zero());
+  if (received == 0 || (received < 0 && connection.error() == std::errc::timed_out)) {
+    connection.Socket::close();
+  }
+}
+
 }  // namespace
 
 const ServerCore::Route* ServerCore::route_for(std::string_view path) const noexcept {
@@ -440,7 +459,7 @@ void ServerCore::serve(Connection& connection) {
         message_start = exchange.parsed;
         answer(exchange);
         if (exchange.close_after) {
-          exchange.flush();
+          if (exchange.flush()) close_if_client_done(exchange);
           return;
         }
         parser.resume();
