@@ -45,8 +45,9 @@
 //   the write timeout and never more than 1 s for the kernel to take them (not for the peer's
 //   answer); outside a coroutine, while unwound, and in the destructor only without waiting.
 //   The socket is closed either way, but if the rest of what send() counted as sent could not
-//   be handed over (a peer that does not read), it is lost and close() returns false: ETIMEDOUT,
-//   or EAGAIN where it may not wait (the destructor cannot say: close() first when it matters).
+//   be handed over (a peer that does not read), it is lost and close() returns false: ETIMEDOUT
+//   (or the reset that stopped it, ECONNRESET, EPIPE), EAGAIN where it may not wait (the
+//   destructor cannot say: call close() first when it matters).
 //   A close_notify that cannot leave loses no data; the peer sees ECONNRESET instead of the end.
 //   shutdown(SHUT_WR) sends the close_notify the same way unless a writer is inside the socket;
 //   if it cannot hand it over in that bound, it fails (ETIMEDOUT) and leaves the TCP side open,
