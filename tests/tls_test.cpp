@@ -1042,6 +1042,20 @@ std::string read_to_end(Co::Socket& socket, bool* clean) {
   }
 }
 
+// Closes the client while the server reads to the end: every byte counted as sent (the first
+// `sent` of data) must arrive, then a close_notify.
+void close_while_server_reads(Pair& p, const std::string& data, size_t sent) {
+  bool clean = false;
+  std::string got;
+  Co::WaitGroup wg;
+  spawn(wg, [&] { got = read_to_end(p.server, &clean); });
+  CHECK(p.client.close());
+  CHECK(settle(wg));
+  CHECK(got.size() == sent);
+  CHECK(got == data.substr(0, sent));
+  CHECK(clean);
+}
+
 TEST_CASE("TLS: close() after a send that timed out: delivers the rest, or says it is lost") {
   Co::TlsContext server = server_context();
   Co::TlsContext client = client_context();
@@ -1052,15 +1066,7 @@ TEST_CASE("TLS: close() after a send that timed out: delivers the rest, or says 
     CO_REQUIRE(tls_pair(p, server, client));
     const size_t sent = send_until_stuck(p, data);
     CHECK(sent > 0);
-    bool clean = false;
-    std::string got;
-    Co::WaitGroup wg;
-    spawn(wg, [&] { got = read_to_end(p.server, &clean); });
-    CHECK(p.client.close());
-    CHECK(settle(wg));
-    CHECK(got.size() == sent);
-    CHECK(got == data.substr(0, sent));
-    CHECK(clean);
+    close_while_server_reads(p, data, sent);
 
     // Nobody reads: the rest cannot leave within the bound (the write timeout, at most 1 s).
     Pair q = tcp_pair(Type::tcp, /*small_buffers=*/true);
@@ -1107,15 +1113,7 @@ TEST_CASE("TLS: shutdown(SHUT_WR) that cannot get the close_notify out fails and
     // The TCP side is still open (a FIN now would cut the records off): once the server reads,
     // close() sends the rest and the close_notify.
     p.client.set_timeouts(kLong, kLong, kLong);
-    bool clean = false;
-    std::string got;
-    Co::WaitGroup wg;
-    spawn(wg, [&] { got = read_to_end(p.server, &clean); });
-    CHECK(p.client.close());
-    CHECK(settle(wg));
-    CHECK(got.size() == sent);
-    CHECK(got == data.substr(0, sent));
-    CHECK(clean);
+    close_while_server_reads(p, data, sent);
   });
 }
 
