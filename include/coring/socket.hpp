@@ -50,8 +50,10 @@
 //   destructor cannot say: call close() first when it matters).
 //   A close_notify that cannot leave loses no data; the peer sees ECONNRESET instead of the end.
 //   shutdown(SHUT_WR) sends the close_notify the same way unless a writer is inside the socket;
-//   if it cannot hand it over in that bound, it fails (ETIMEDOUT) and leaves the TCP side open,
-//   so that nothing is lost behind a FIN, and close() tries again.
+//   if it cannot hand it over in that bound, it fails (ETIMEDOUT; EAGAIN where it may not wait;
+//   a reset, ECONNRESET or EPIPE) and leaves the TCP side open, so that nothing is lost behind
+//   a FIN; a later shutdown() or close() tries again. close() interrupted by cancel(cid) of its
+//   own coroutine while it sends fails with ECANCELED (the socket is closed all the same).
 // - A protocol failure (EPROTO: a bad record, a fatal alert) or a failed handshake makes every
 //   later read and write fail with the same error.
 // - recvfrom() and sendto() fail with EINVAL.

@@ -284,10 +284,12 @@ bool close_notify_due(const SocketCore* core) noexcept {
 }
 
 void queue_close_notify(TlsSession& s) noexcept {
+  const size_t before = s.unsent();
   ERR_clear_error();
   SSL_shutdown(s.ssl);  // writes close_notify; we do not wait for the peer's
   ERR_clear_error();
   s.close_notify_queued = true;
+  s.close_notify_size = s.unsent() - before;
 }
 
 Duration close_notify_bound(const SocketCore* core) noexcept {
@@ -606,9 +608,13 @@ bool tls_shutdown(SocketCore* core, int how) {
   if (how == SHUT_RD || how == SHUT_RDWR) s.read_shut = true;
   if (how != SHUT_WR && how != SHUT_RDWR) return true;
   // A writer inside: only the TCP side ends (it sees EPIPE, as on a plain socket).
-  if (!close_notify_due(core) || s.flushing || core->writer_cid != 0) return true;
+  if (s.flushing || core->writer_cid != 0) return true;
+  // An earlier shutdown() that could not get its close_notify out left it (and what was
+  // before it) queued: it goes first now too, or the TCP side stays open.
+  const bool left_queued = s.close_notify_queued && s.has_output() && s.failure == 0;
+  if (!close_notify_due(core) && !left_queued) return true;
   if (!in_coroutine() || running_is_unwinding()) {
-    queue_close_notify(s);
+    if (close_notify_due(core)) queue_close_notify(s);
     send_pending_now(core);
     if (!s.has_output()) return true;
     set_error(core, EAGAIN,
@@ -618,7 +624,7 @@ bool tls_shutdown(SocketCore* core, int how) {
   }
   Call writing(core, false);
   if (!writing.ok()) return true;  // closed meanwhile: the TCP call reports it
-  queue_close_notify(s);
+  if (close_notify_due(core)) queue_close_notify(s);
   if (flush(core, writing, deadline_for(close_notify_bound(core)))) return true;
   if (core->error == ETIMEDOUT) {
     set_error(core, ETIMEDOUT,
@@ -647,8 +653,9 @@ bool finish_tls(SocketCore* core) {
   }
   const int64_t deadline = deadline_for(close_notify_bound(core));
   // What send() counted as sent (or shutdown() could not get out) goes first; if it cannot, the
-  // peer never gets it, and close() says so.
+  // peer never gets it, and close() says so (a close_notify alone loses no data).
   if (owes_output() && !flush(core, closing, deadline)) {
+    if (!s.data_unsent()) return true;
     if (core->error == ETIMEDOUT) {
       set_error(core, ETIMEDOUT,
                 "TLS: close() could not hand the rest of what send() accepted to the kernel in "
@@ -668,18 +675,14 @@ bool finish_tls(SocketCore* core) {
 bool close_notify_now(SocketCore* core) noexcept {
   TlsSession& s = *core->tls;
   if (s.ssl == nullptr || s.failure != 0) return true;
-  const size_t owed = s.unsent();  // what send() counted as sent and is still ours
-  size_t notify = 0;
   if (core->active == 0 && core->fd >= 0) {  // nobody inside: the write side is ours
-    if (close_notify_due(core)) {
-      queue_close_notify(s);
-      notify = s.unsent() - owed;
-    }
+    if (close_notify_due(core)) queue_close_notify(s);
     send_pending_now(core);
-    if (notify > 0 && !s.has_output()) drop_unread_now(core);
+    // Ours is out (now or by an earlier shutdown()): what the peer sent is dropped, for a FIN.
+    if (s.close_notify_queued && !s.has_output()) drop_unread_now(core);
   }
   // Whatever is left when the descriptor closes is lost; the close_notify alone loses no data.
-  if (owed == 0 || s.unsent() <= notify) return true;
+  if (!s.data_unsent()) return true;
   set_error(core, EAGAIN,
             "TLS: close() without waiting (outside a coroutine or while unwound) could not hand "
             "the rest of what send() accepted to the kernel at once; it is lost");

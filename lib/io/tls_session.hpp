@@ -106,6 +106,7 @@ struct TlsSession {
   size_t sent = 0;
   bool flushing = false;
   bool close_notify_queued = false;
+  size_t close_notify_size = 0;  // its bytes, the last of the output once queued
 
   // A protocol failure (or a failed handshake): every later call repeats it.
   int failure = 0;
@@ -116,6 +117,11 @@ struct TlsSession {
 
   bool has_output() const noexcept { return sent < sending.size() || !pending.empty(); }
   size_t unsent() const noexcept { return sending.size() - sent + pending.size(); }
+  // Whether bytes send() counted as sent are still ours: output other than the close_notify,
+  // after the handshake (its own flights, a KeyUpdate answer or an alert are not send()'s).
+  bool data_unsent() const noexcept {
+    return established && unsent() > (close_notify_queued ? close_notify_size : 0);
+  }
 };
 
 // ---- for the rest of Socket (socket.cpp, socket_transport.cpp) -------------------------------
