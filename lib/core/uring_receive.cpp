@@ -325,19 +325,19 @@ void UringEngine::forget(int fd) noexcept {
   // kernel holds the socket open, so the close that follows would send no FIN (a peer would not
   // see the end of stream when close() returns). Submitting and running the completion work
   // frees it: one system call per close of a socket that read ahead.
-  // (Never in a forked child: the ring is the parent's.) A full completion queue (EBUSY, or
-  // EAGAIN) makes the kernel refuse the batch: reap and try again, as get_sqe() does, since a
-  // cancellation left queued is exactly the case above. A ring that fails outright is given up
-  // by submit_failed(), which fails every operation.
+  // (Never in a forked child: the ring is the parent's.) As get_sqe() does, nothing gives up
+  // while the ring works: a full completion queue (EBUSY, EAGAIN) is reaped and the batch
+  // submitted again; any other failure backs off in submit_failed() until the submission
+  // works or the ring is given up (which completes what it never took).
   if (failure_ != 0 || fork_generation_ != fork_generation()) return;
-  for (int attempt = 0; attempt < 64; ++attempt) {
+  for (;;) {
     int result = io_uring_submit_and_get_events(&ring_);
-    if (result >= 0) return;
+    if (result >= 0 || failure_ != 0) return;
     if (result == -EBUSY || result == -EAGAIN) {
       reap();
     } else if (result != -EINTR) {
       submit_failed(-result);
-      return;
+      if (failure_ != 0) return;
     }
   }
 }
