@@ -13,7 +13,10 @@
 // ENOENT (or the errno OpenSSL met) for a file that cannot be read, EINVAL for a certificate,
 // key or CA that does not parse, a key that does not match the certificate, a server without a
 // certificate and key, or an ALPN name that is empty or longer than 255 bytes; ENOMEM when
-// OpenSSL cannot allocate.
+// OpenSSL cannot allocate. Files are read on the calling thread; the system's CA store, the
+// first time a process needs it, is parsed on an offload worker while the calling coroutine
+// waits (other coroutines run meanwhile; it cannot be cancelled), so making a client context in
+// a coroutine may switch to others.
 //
 // How a handshake or a later call fails (Socket::error(), Socket::error_message()):
 // - EPROTO: a TLS protocol failure. error_message() has OpenSSL's reason, for example
@@ -78,10 +81,9 @@ struct TlsOptions {
   // The CAs this end trusts to verify its peer, as a PEM bundle file, a directory in OpenSSL's
   // hashed layout (c_rehash), or PEM text in memory. All empty: the system's store
   // (Debian: /etc/ssl/certs, from the ca-certificates package), parsed once per process (some
-  // 17 ms for Debian's bundle) and shared by every context; in a coroutine the parsing runs on
-  // an offload worker (system.hpp), so the container's other coroutines go on meanwhile; the
-  // SSL_CERT_FILE and SSL_CERT_DIR variables count when it is parsed, not later. A file
-  // named here is read on the calling thread each time a context is made: make contexts once.
+  // 17 ms for Debian's bundle; see above) and shared by every context; the SSL_CERT_FILE and
+  // SSL_CERT_DIR variables count when it is parsed, not later. A file named here is read on the
+  // calling thread each time a context is made: make contexts once.
   std::string ca_file;
   std::string ca_path;
   std::string ca_pem;

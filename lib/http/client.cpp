@@ -93,7 +93,10 @@ struct BodyFile {
 const TlsContext* default_tls_context(int* error, std::string* why) {
   thread_local std::optional<TlsContext> context;
   if (!context) {
-    context = TlsContext::client();
+    // Making it may wait (the CA store is parsed on an offload worker): another coroutine of
+    // the thread may have made it meanwhile, and its session cache is kept.
+    std::optional<TlsContext> made = TlsContext::client();
+    if (!context) context = std::move(made);
     if (!context) {
       *error = coring::last_error().value();
       if (*error == 0) *error = EINVAL;
