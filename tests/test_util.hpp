@@ -158,21 +158,37 @@ ChildResult run_in_child(F&& fn, unsigned timeout_seconds = 20) {
   return result;
 }
 
-// Runs the test case named test_case (a doctest name filter) again in a fresh process of this
-// test binary (fork, then exec), with the environment variable marker set: for what a process
-// does once and keeps (the system CA store, say), which a forked child would inherit done. The
-// test case tells which side it is on by getenv(marker).
+// Runs the test case named test_case (a doctest name filter: no commas) again in a fresh
+// process of this test binary (fork, then exec), with the environment variable marker set: for
+// what a process does once and keeps (the system CA store, say), which a forked child would
+// inherit done. The test case tells which side it is on by getenv(marker), and in the fresh
+// process calls fresh_process_ran() once it has run: a filter that matches nothing would
+// otherwise pass as a doctest run of no test case does. Returns what the fresh process did; a
+// child that never said it ran gets status 98.
+inline constexpr std::string_view kFreshProcessRan = "fresh process: the test case ran";
 inline ChildResult run_fresh(const std::string& test_case, const char* marker,
                              unsigned timeout_seconds = 60) {
+  // Everything exec needs is made before fork: the child of a threaded process may only make
+  // async-signal-safe calls.
   const std::string filter = "--test-case=" + test_case;
-  return run_in_child(
+  const std::string marked = std::string(marker) + "=1";
+  std::vector<const char*> environment;
+  for (char** entry = environ; *entry != nullptr; ++entry) environment.push_back(*entry);
+  environment.push_back(marked.c_str());
+  environment.push_back(nullptr);
+  const char* args[] = {"fresh", filter.c_str(), "--no-version", nullptr};
+  ChildResult result = run_in_child(
       [&]() -> int {
-        ::setenv(marker, "1", 1);
-        const char* args[] = {"fresh", filter.c_str(), "--no-version", nullptr};
-        ::execv("/proc/self/exe", const_cast<char* const*>(args));
+        ::execve("/proc/self/exe", const_cast<char* const*>(args),
+                 const_cast<char* const*>(environment.data()));
         return 127;
       },
       timeout_seconds);
+  if (result.exited() && result.exit_code() == 0 &&
+      result.output.find(kFreshProcessRan) == std::string::npos) {
+    result.status = 98 << 8;  // as exit(98): nothing ran
+  }
+  return result;
 }
 
 // Writes one line to stderr with a single write(2): how a child reports what it saw.
@@ -180,6 +196,11 @@ inline void child_report(const std::string& line) {
   std::string text = line + "\n";
   ssize_t ignored = ::write(STDERR_FILENO, text.data(), text.size());
   (void)ignored;
+}
+
+// In the fresh process of run_fresh(): says that the test case ran.
+inline void fresh_process_ran() {
+  child_report(std::string(kFreshProcessRan));
 }
 
 inline std::vector<std::string> split_lines(std::string_view text) {

@@ -886,6 +886,7 @@ TEST_CASE("http::get(https://...) with the default context: the system's store, 
     CHECK_MESSAGE(child.exit_code() == 0, child.describe());
     return;
   }
+  fresh_process_ran();
   const std::string ca_file = test_pki().ca_file;
   const Co::TlsContext server_context = tls_server_context();
   {
