@@ -396,6 +396,44 @@ TEST_CASE("HTTPS: keep-alive over one handshake; a new connection resumes the se
   });
 }
 
+TEST_CASE("HTTPS: a client that asked to close is not lingered for; the end is a close_notify") {
+  in_container([] {
+    with_server(
+        tls_http_options(),
+        [](http::Server& server) {
+          server.handle("/", [](http::Request&, http::Response& response) { response.end("ten"); });
+        },
+        [](http::Server& server, uint16_t port) {
+          for (std::string_view extra : {"", "more"}) {
+            CAPTURE(extra);
+            const uint64_t closed = server.stats().closed;
+            Co::Socket client = tls_connect(port);
+            CO_REQUIRE(client.is_open());
+            CO_REQUIRE(
+                send_text(client, std::string("GET / HTTP/1.0\r\n\r\n") + std::string(extra)));
+            std::string got;
+            char buffer[4096];
+            ssize_t n;
+            while ((n = client.recv(buffer, sizeof buffer, kLong)) > 0) {
+              got.append(buffer, static_cast<size_t>(n));
+            }
+            CHECK(n == 0);  // the server's close_notify: a clean end
+            CHECK(client.error().value() == 0);
+            CHECK(got.find("\r\n\r\nten") != std::string::npos);
+            if (extra.empty()) {
+              // Closed at once, while this client still holds its end open.
+              CHECK(eventually([&] { return server.stats().closed == closed + 1; }));
+            } else {
+              // Bytes after the request: the graceful close waits for this client's end.
+              CHECK(server.stats().connections == 1);
+              CHECK(client.close());
+              CHECK(eventually([&] { return server.stats().closed == closed + 1; }));
+            }
+          }
+        });
+  });
+}
+
 TEST_CASE(
     "HTTPS: an idle connection the server closed is replaced before a POST; a kept one reused") {
   in_container([] {
