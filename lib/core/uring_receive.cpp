@@ -327,16 +327,16 @@ void UringEngine::forget(int fd) noexcept {
   // frees it: one system call per close of a socket that read ahead.
   // (Never in a forked child: the ring is the parent's.) As get_sqe() does, nothing gives up
   // while the ring works: a full completion queue (EBUSY, EAGAIN) is reaped and the batch
-  // submitted again; any other failure backs off in submit_failed() until the submission
-  // works or the ring is given up (which completes what it never took).
+  // submitted again; any other failure, or a refusal with nothing to reap, backs off in
+  // submit_failed() until the submission works or the ring is given up (which completes what
+  // it never took).
   if (failure_ != 0 || fork_generation_ != fork_generation()) return;
   for (;;) {
     int result = io_uring_submit_and_get_events(&ring_);
     if (result >= 0 || failure_ != 0) return;
-    if (result == -EBUSY || result == -EAGAIN) {
-      reap();
-    } else if (result != -EINTR) {
-      submit_failed(-result);
+    if ((result == -EBUSY || result == -EAGAIN) && reap() > 0) continue;  // room made: again
+    if (result != -EINTR) {
+      submit_failed(-result);  // backs off: a refusal that reaping does not end is no hot loop
       if (failure_ != 0) return;
     }
   }
