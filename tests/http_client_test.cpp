@@ -25,10 +25,12 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -1846,6 +1848,38 @@ TEST_CASE("http::get / post / execute: URLs, reuse per host, the response as a v
     options.keep_alive = false;
     r = http::get(base + "/close", options);
     CHECK(server.requests.back().header("connection") == "close");
+  });
+}
+
+TEST_CASE("http::get: a container that ends closes its idle connections") {
+  // The client's container runs in a thread that outlives it (blocked until the check is done),
+  // so only the end of the container, not the end of the thread, can close the connection.
+  in_container([] {
+    Co::Channel<int> ended(1);  // the server side's read error when its client went: 0 = closed
+    RawServer server([&](RawConnection& c) {
+      while (auto request = c.next_request()) c.send(ok_response("ok"));
+      ended.push(c.socket().error().value(), kLong);
+    });
+    CO_REQUIRE(server.ok());
+    const std::string url = "http://127.0.0.1:" + std::to_string(server.port()) + "/";
+    std::promise<void> container_ended;
+    std::promise<void> checked;
+    std::future<void> container_ended_future = container_ended.get_future();
+    std::future<void> checked_future = checked.get_future();
+    int status = 0;
+    std::thread client([&] {
+      Co::run([&] { status = http::get(url).status; });  // its connection is kept idle
+      container_ended.set_value();
+      checked_future.wait();
+    });
+    Co::offload([&] { container_ended_future.wait(); });  // the server goes on meanwhile
+    CHECK(status == 200);
+    std::optional<int> error = ended.pop(kLong * 2);
+    CHECK(error.has_value());
+    CHECK(error.value_or(-1) == 0);  // the client closed it; ETIMEDOUT: it stayed open
+    CHECK(server.connections() == 1);
+    checked.set_value();
+    Co::offload([&] { client.join(); });
   });
 }
 

@@ -136,8 +136,7 @@
 // malformed fails with status -1 and EINVAL, with credentials (user@host) EINVAL too, without
 // connecting.
 // coring::last_error() is set to the error as well. The idle connections of a container are
-// closed when the next one-call request on that thread finds its container gone, or when the
-// thread exits.
+// closed when it ends (after its last coroutine, before run() returns).
 #pragma once
 
 #include <chrono>

@@ -149,6 +149,12 @@ int Scheduler::run(const CallableOps& ops, void* fn) {
   struct Installed {
     Scheduler* scheduler;
     ~Installed() {
+      // What layers above keep for this container goes first, while the engine still works.
+      while (!scheduler->end_hooks_.empty()) {
+        auto [hook, argument] = scheduler->end_hooks_.back();
+        scheduler->end_hooks_.pop_back();
+        hook(argument);
+      }
       scheduler->inbox_->close();
       scheduler->signals_.reset();  // gives back the signals this container owned
       tls_scheduler = nullptr;
@@ -167,6 +173,10 @@ int Scheduler::run(const CallableOps& ops, void* fn) {
     return -1;
   }
   return 0;
+}
+
+void Scheduler::at_end(void (*hook)(void*), void* argument) {
+  end_hooks_.emplace_back(hook, argument);
 }
 
 int Scheduler::refuse_in_forked_child(const char* what) noexcept {

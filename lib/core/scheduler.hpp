@@ -35,6 +35,7 @@
 #include <exception>
 #include <memory>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "core/context_switch.hpp"
@@ -374,6 +375,10 @@ class Scheduler {
   }
   // wait_signal()'s state, made on first use; it goes when the container ends.
   SignalWatch& signals();
+  // Runs hook(argument) when the container ends: after its last coroutine, outside any
+  // coroutine, while the engine still works (what a layer above keeps per container, such as
+  // the one-call HTTP functions' idle connections, is let go there). Last registered first.
+  void at_end(void (*hook)(void*), void* argument);
 
  private:
   friend void coroutine_entry(transfer_t from);
@@ -475,6 +480,7 @@ class Scheduler {
   std::unique_ptr<EventEngine> engine_;  // set up by run()
   std::shared_ptr<RemoteInbox> inbox_ = std::make_shared<RemoteInbox>();
   std::unique_ptr<SignalWatch> signals_;
+  std::vector<std::pair<void (*)(void*), void*>> end_hooks_;
   TimerHeap timers_;
   StackPool stacks_;
   CoroutineTable coroutines_;

@@ -3,9 +3,10 @@
 // copied out, and the Client put back when its connection may be reused.
 //
 // The idle clients live in a thread_local table, because a container is a thread's; a container
-// that ended must not hand its sockets to the next one run on the thread, so the table remembers
-// which container filled it (a weak reference to the scheduler's inbox: while it exists, no later
-// scheduler's inbox can share its control block) and empties itself when another one asks.
+// that ends closes them (Scheduler::at_end), so none is handed to the next one run on the thread.
+// The table also remembers which container filled it (a weak reference to the scheduler's inbox:
+// while it exists, no later scheduler's inbox can share its control block) and empties itself
+// when another one asks.
 #include <absl/container/flat_hash_map.h>
 
 #include <cerrno>
@@ -31,18 +32,32 @@ struct IdleClients {
   absl::flat_hash_map<std::string, std::vector<std::unique_ptr<Client>>> by_host;
   size_t count = 0;
 
-  // The table of the running container (emptied if it was another's).
+  // The table of the running container (emptied if it was another's). The container closes
+  // its idle connections when it ends (Scheduler::at_end): none outlives it.
   static IdleClients& current() {
     thread_local IdleClients table;
     if (coring::detail::Scheduler* scheduler = coring::detail::tls_scheduler) {
       const std::shared_ptr<coring::detail::RemoteInbox>& inbox = scheduler->inbox();
       if (table.container.owner_before(inbox) || inbox.owner_before(table.container)) {
-        table.by_host.clear();
-        table.count = 0;
+        table.clear();
         table.container = inbox;
+        scheduler->at_end(&IdleClients::end_of_container, &table);
       }
     }
     return table;
+  }
+
+  void clear() noexcept {
+    by_host.clear();
+    count = 0;
+  }
+
+  static void end_of_container(void* table) {
+    auto* idle = static_cast<IdleClients*>(table);
+    // Moved out first: closing a client must not meet a table being cleared under it.
+    auto closing = std::move(idle->by_host);
+    idle->clear();
+    idle->container.reset();
   }
 };
 
