@@ -252,12 +252,6 @@ std::string ok_response(std::string_view body, std::string_view extra = {}) {
          std::string(extra) + "\r\n" + std::string(body);
 }
 
-template <class Body>
-void in_container(Body&& body) {
-  int rc = Co::run([&] { body(); });
-  CHECK(rc == 0);
-}
-
 http::ClientOptions quick() {
   http::ClientOptions options;
   options.connect_timeout = kLong;

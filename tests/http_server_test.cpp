@@ -56,17 +56,6 @@ void with_server(const http::ServerOptions& options, Setup&& setup, Body&& body)
   CHECK(rc == 0);
 }
 
-// Waits (bounded) for a condition another coroutine makes true.
-template <class P>
-bool eventually(P&& condition) {
-  auto until = Clock::now() + kLong;
-  while (!condition()) {
-    if (Clock::now() > until) return false;
-    Co::this_coroutine::sleep(1ms);
-  }
-  return true;
-}
-
 // ---------------------------------------------------------------------------------------------
 // The client side: raw bytes out, responses parsed here.
 

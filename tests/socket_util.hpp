@@ -30,6 +30,29 @@ inline long long waited_ms(Clock::time_point since) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since).count();
 }
 
+// Runs body inside a container and checks that it ended cleanly.
+template <class Body>
+void in_container(Body&& body) {
+  int rc = Co::run([&] { body(); });
+  CHECK(rc == 0);
+}
+
+// Inside a coroutine: waits (at most kLong, polling each millisecond) for a condition that
+// another coroutine makes true and that nothing signals, such as a server's counters.
+template <class Condition>
+bool eventually(Condition&& condition) {
+  auto until = Clock::now() + kLong;
+  while (!condition()) {
+    if (Clock::now() > until) return false;
+    Co::this_coroutine::sleep(1ms);
+  }
+  return true;
+}
+
+inline bool contains(std::string_view text, std::string_view part) {
+  return text.find(part) != std::string_view::npos;
+}
+
 // Waits for wg. If that takes longer than kLong the test fails, and the wait goes on (every
 // coroutine in these tests waits with a finite timeout), so that no coroutine outlives the
 // frames it refers to.

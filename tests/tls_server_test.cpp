@@ -52,27 +52,6 @@ constexpr size_t kBig = 10 * 1024 * 1024;
 // Bulk transfers get longer than kLong: the sanitizer build is slow.
 constexpr auto kBulk = 60s;
 
-bool contains(std::string_view text, std::string_view part) {
-  return text.find(part) != std::string_view::npos;
-}
-
-template <class F>
-void in_container(F&& body) {
-  int rc = Co::run(std::forward<F>(body));
-  CHECK(rc == 0);
-}
-
-// Waits (bounded) for a condition another coroutine makes true.
-template <class P>
-bool eventually(P&& condition) {
-  auto until = Clock::now() + kLong;
-  while (!condition()) {
-    if (Clock::now() > until) return false;
-    Co::this_coroutine::sleep(1ms);
-  }
-  return true;
-}
-
 http::ServerOptions tls_http_options(const std::string& cert = test_pki().server) {
   http::ServerOptions options;
   options.tls = tls_server_context(cert);

@@ -50,55 +50,10 @@ Key make_key() {
   return Key(EVP_EC_gen("P-256"));
 }
 
-constexpr long kDay = 24 * 3600;
-constexpr const char* kLocalNames = "DNS:localhost,IP:127.0.0.1,IP:::1";
-
-struct Pki {
-  TempDir dir;          // removed when the process exits
-  std::string ca;       // the CA the clients trust (PEM)
-  std::string key;      // every leaf's key (PEM)
-  std::string server;   // localhost, 127.0.0.1, ::1; valid
-  std::string expired;  // the same names; expired yesterday
-  std::string other;    // other.example only
-  std::string rogue;    // localhost, from a CA nobody trusts
-  std::string client;   // a client certificate from the CA
-  std::string ca_file, key_file, server_file;
-
-  Pki() {
-    Key ca_key = make_key(), rogue_key = make_key(), leaf_key = make_key();
-    Cert ca_cert =
-        make_cert("coring test CA", "", ca_key.get(), nullptr, nullptr, true, -kDay, 30 * kDay);
-    Cert rogue_ca =
-        make_cert("coring rogue CA", "", rogue_key.get(), nullptr, nullptr, true, -kDay, 30 * kDay);
-    auto leaf = [&](const char* name, const char* san, X509* issuer, EVP_PKEY* issuer_key,
-                    long from, long to) {
-      return pem_of(
-          make_cert(name, san, leaf_key.get(), issuer, issuer_key, false, from, to).get());
-    };
-    ca = pem_of(ca_cert.get());
-    key = pem_of(leaf_key.get());
-    server = leaf("localhost", kLocalNames, ca_cert.get(), ca_key.get(), -kDay, 30 * kDay);
-    expired = leaf("localhost", kLocalNames, ca_cert.get(), ca_key.get(), -30 * kDay, -kDay);
-    other =
-        leaf("other.example", "DNS:other.example", ca_cert.get(), ca_key.get(), -kDay, 30 * kDay);
-    rogue = leaf("localhost", kLocalNames, rogue_ca.get(), rogue_key.get(), -kDay, 30 * kDay);
-    client = leaf("coring test client", "", ca_cert.get(), ca_key.get(), -kDay, 30 * kDay);
-    ca_file = write("ca.pem", ca);
-    key_file = write("key.pem", key);
-    server_file = write("server.pem", server);
-  }
-
-  std::string write(const std::string& name, const std::string& text) {
-    std::string path = dir.file(name);
-    std::ofstream(path) << text;
-    return path;
-  }
-};
-
-// Made once per process, on first use (inside a test case: its helpers REQUIRE).
-Pki& pki() {
-  static Pki made;
-  return made;
+// The suites' throwaway PKI (tests/tls_util.hpp), made once per process on first use (inside a
+// test case: its helpers REQUIRE).
+TestPki& pki() {
+  return test_pki();
 }
 
 // ---- contexts and connected pairs --------------------------------------------------------------
@@ -158,23 +113,12 @@ bool tls_pair(Pair& p, const Co::TlsContext& server, const Co::TlsContext& clien
   return h.client && h.server;
 }
 
-bool contains(std::string_view text, std::string_view part) {
-  return text.find(part) != std::string_view::npos;
-}
-
-// Runs body inside a container and checks that it ended cleanly.
-template <class F>
-void in_container(F&& body) {
-  int rc = Co::run(std::forward<F>(body));
-  CHECK(rc == 0);
-}
-
 }  // namespace
 
 // ---- contexts ----------------------------------------------------------------------------------
 
 TEST_CASE("TlsContext: clients and servers from files and memory; errors name their cause") {
-  Pki& p = pki();
+  TestPki& p = pki();
   CHECK(Co::TlsContext::client().has_value());  // the system's CA store
   CHECK_FALSE(Co::TlsContext::client()->is_server());
 
@@ -589,7 +533,7 @@ TEST_CASE("TLS: unknown CA, expired certificate, wrong name: the client fails an
     std::string name;
     const char* reason;
   };
-  Pki& p = pki();
+  TestPki& p = pki();
   const std::vector<Case> cases = {
       {"unknown CA", p.rogue, "localhost", "unable to get local issuer certificate"},
       {"expired", p.expired, "localhost", "certificate has expired"},
@@ -1394,7 +1338,7 @@ uint16_t free_port() {
 }  // namespace
 
 TEST_CASE("TLS peers: coring client against openssl s_server (TLS 1.3 and 1.2, resumption)") {
-  Pki& p = pki();
+  TestPki& p = pki();
   Co::TlsOptions options;
   options.alpn = {"coring"};
   Co::TlsContext client = client_context(options);
@@ -1433,7 +1377,7 @@ TEST_CASE("TLS peers: coring client against openssl s_server (TLS 1.3 and 1.2, r
 }
 
 TEST_CASE("TLS peers: coring server against openssl s_client (with a KeyUpdate) and curl") {
-  Pki& p = pki();
+  TestPki& p = pki();
   Co::TlsOptions options;
   options.alpn = {"http/1.1"};
   Co::TlsContext server = server_context(p.server, options);
@@ -1512,7 +1456,7 @@ TEST_CASE("TLS peers: coring server against openssl s_client (with a KeyUpdate) 
 }
 
 TEST_CASE("TLS peers: coring client against nginx (close_notify at the end, resumption)") {
-  Pki& p = pki();
+  TestPki& p = pki();
   TempDir run;
   const uint16_t port = free_port();
   REQUIRE(port != 0);
