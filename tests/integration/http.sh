@@ -19,28 +19,9 @@ set -uo pipefail
 source "$(dirname "$0")/lib/sample_server.bash"
 build_dir=${BUILD_DIR:?BUILD_DIR must name a build directory}
 server_bin=$build_dir/samples/http_server
-passed=0
-failed=0
-pass() {
-  echo "ok    $1"
-  passed=$((passed + 1))
-}
-fail() {
-  echo "FAIL  $1"
-  [[ -n ${2:-} ]] && echo "$2" | tail -30
-  failed=$((failed + 1))
-}
+source "$(dirname "$0")/lib/checks.bash"
 
-missing=()
-[[ -x $server_bin ]] || missing+=("$server_bin")
-for tool in curl ab slowhttptest cmp; do
-  command -v "$tool" >/dev/null || missing+=("$tool")
-done
-if ((${#missing[@]} > 0)); then
-  fail "prerequisites" "missing: ${missing[*]}"
-  echo "RESULT: $passed passed, $failed failed"
-  exit 1
-fi
+require "$server_bin" curl ab slowhttptest cmp
 
 work=$(mktemp -d)
 server_pid=
@@ -245,5 +226,5 @@ for engine in io_uring epoll; do
   stop_server
 done
 
-echo "RESULT: $passed passed, $failed failed"
+report
 ((failed == 0))

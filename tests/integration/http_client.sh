@@ -21,29 +21,9 @@ fetch=$build_dir/samples/http_fetch
 config=$(dirname "$0")/nginx_client.conf.in
 NGINX=${NGINX:-/usr/sbin/nginx}
 source "$(dirname "$0")/lib/nginx.bash"
-passed=0
-failed=0
-pass() {
-  echo "ok    $1"
-  passed=$((passed + 1))
-}
-fail() {
-  echo "FAIL  $1"
-  [[ -n ${2:-} ]] && echo "$2" | tail -30
-  failed=$((failed + 1))
-}
+source "$(dirname "$0")/lib/checks.bash"
 
-missing=()
-[[ -x $fetch ]] || missing+=("$fetch")
-[[ -x $NGINX ]] || missing+=("$NGINX")
-for tool in sha256sum cmp timeout; do
-  command -v "$tool" >/dev/null || missing+=("$tool")
-done
-if ((${#missing[@]} > 0)); then
-  fail "prerequisites" "missing: ${missing[*]}"
-  echo "RESULT: $passed passed, $failed failed"
-  exit 1
-fi
+require "$fetch" "$NGINX" sha256sum cmp timeout
 
 work=$(mktemp -d)
 cleanup() {
@@ -70,7 +50,7 @@ start_nginx() {
 
 if ! start_nginx; then
   fail "nginx start" "$(cat "$work/nginx.out" "$work/run/logs/error.log" 2>/dev/null)"
-  echo "RESULT: $passed passed, $failed failed"
+  report
   exit 1
 fi
 url=http://127.0.0.1:$port
@@ -183,5 +163,5 @@ if grep -q '\[\(alert\|crit\|emerg\)\]' "$work/run/logs/error.log"; then
   fail "nginx error log" "$(cat "$work/run/logs/error.log")"
 fi
 stop_nginx
-echo "RESULT: $passed passed, $failed failed"
+report
 ((failed == 0))

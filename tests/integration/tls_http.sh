@@ -34,30 +34,9 @@ fetch=$build_dir/samples/http_fetch
 server_bin=$build_dir/samples/http_server
 config=$(dirname "$0")/nginx_tls.conf.in
 NGINX=${NGINX:-/usr/sbin/nginx}
-passed=0
-failed=0
-pass() {
-  echo "ok    $1"
-  passed=$((passed + 1))
-}
-fail() {
-  echo "FAIL  $1"
-  [[ -n ${2:-} ]] && echo "$2" | tail -30
-  failed=$((failed + 1))
-}
+source "$(dirname "$0")/lib/checks.bash"
 
-missing=()
-[[ -x $fetch ]] || missing+=("$fetch")
-[[ -x $server_bin ]] || missing+=("$server_bin")
-[[ -x $NGINX ]] || missing+=("$NGINX")
-for tool in openssl curl sha256sum cmp timeout; do
-  command -v "$tool" >/dev/null || missing+=("$tool")
-done
-if ((${#missing[@]} > 0)); then
-  fail "prerequisites" "missing: ${missing[*]}"
-  echo "RESULT: $passed passed, $failed failed"
-  exit 1
-fi
+require "$fetch" "$server_bin" "$NGINX" openssl curl sha256sum cmp timeout
 
 work=$(mktemp -d)
 server_pid=
@@ -104,7 +83,7 @@ if ! {
     leaf localhost "DNS:localhost,IP:127.0.0.1" && leaf other.example "DNS:other.example"
 } >"$work/openssl.log" 2>&1; then
   fail "certificates (openssl)" "$(cat "$work/openssl.log")"
-  echo "RESULT: $passed passed, $failed failed"
+  report
   exit 1
 fi
 ca=$pki/ca.pem
@@ -128,7 +107,7 @@ start_nginx() {
 
 if ! start_nginx; then
   fail "nginx start" "$(cat "$work/nginx.out" "$work/run/logs/error.log" 2>/dev/null)"
-  echo "RESULT: $passed passed, $failed failed"
+  report
   exit 1
 fi
 nginx_url=https://127.0.0.1:$port
@@ -297,5 +276,5 @@ if grep -q '\[\(alert\|crit\|emerg\)\]' "$work/run/logs/error.log"; then
   fail "nginx error log" "$(cat "$work/run/logs/error.log")"
 fi
 stop_nginx
-echo "RESULT: $passed passed, $failed failed"
+report
 ((failed == 0))

@@ -15,23 +15,9 @@ source "$(dirname "$0")/lib/sample_server.bash"
 build_dir=${BUILD_DIR:?BUILD_DIR must name a build directory}
 server_bin=$build_dir/samples/tcp_server
 churn_bin=$build_dir/tests/churn_load
-passed=0
-failed=0
-pass() {
-  echo "ok    $1"
-  passed=$((passed + 1))
-}
-fail() {
-  echo "FAIL  $1"
-  [[ -n ${2:-} ]] && echo "$2" | tail -30
-  failed=$((failed + 1))
-}
+source "$(dirname "$0")/lib/checks.bash"
 
-if [[ ! -x $server_bin || ! -x $churn_bin ]]; then
-  fail "binaries" "missing $server_bin or $churn_bin"
-  echo "RESULT: $passed passed, $failed failed"
-  exit 1
-fi
+require "$server_bin" "$churn_bin"
 
 work=$(mktemp -d)
 server_pid=
@@ -124,5 +110,5 @@ for engine in io_uring epoll; do
   server_pid=
 done
 
-echo "RESULT: $passed passed, $failed failed"
+report
 ((failed == 0))
