@@ -67,6 +67,23 @@ http::ClientOptions https_options() {
   return options;
 }
 
+// https_options() with a context that verifies nothing (a test's: see http_client.hpp).
+http::ClientOptions insecure_https_options() {
+  http::ClientOptions options = https_options();
+  Co::TlsOptions off;
+  off.verify_peer = false;
+  options.tls = tls_client_context(off);
+  return options;
+}
+
+// A GET that fails in the handshake: status -5, EPROTO, and OpenSSL's reason in the message.
+void check_handshake_fails(http::Client& client, std::string_view reason) {
+  CHECK_FALSE(client.get("/"));
+  CHECK(client.status_code() == -5);
+  CHECK(client.error().value() == EPROTO);
+  CHECK_MESSAGE(contains(client.error_message(), reason), client.error_message());
+}
+
 // A connected, verified TLS socket to 127.0.0.1:port (as "localhost"); closed on failure.
 Co::Socket tls_connect(uint16_t port) {
   static const Co::TlsContext context = tls_client_context();
@@ -660,19 +677,12 @@ TEST_CASE("HTTPS client failures: -5 with OpenSSL's reason; the server logs and 
       with_server(tls_http_options(test_pki().expired), answer,
                   [](http::Server& server, uint16_t port) {
                     http::Client client("localhost", port, https_options());
-                    CHECK_FALSE(client.get("/"));
-                    CHECK(client.status_code() == -5);
-                    CHECK(client.error().value() == EPROTO);
-                    CHECK(contains(client.error_message(),
-                                   "TLS handshake failed: certificate verify failed: certificate "
-                                   "has expired"));
+                    check_handshake_fails(client,
+                                          "TLS handshake failed: certificate verify failed: "
+                                          "certificate has expired");
                     CHECK(eventually([&] { return server.stats().tls_failed == 1; }));
                     // Verification off (a test's context): the same server answers.
-                    http::ClientOptions insecure = https_options();
-                    Co::TlsOptions off;
-                    off.verify_peer = false;
-                    insecure.tls = tls_client_context(off);
-                    http::Client lax("localhost", port, insecure);
+                    http::Client lax("localhost", port, insecure_https_options());
                     CHECK(lax.get("/"));
                     CHECK(lax.body() == "ok");
                   });
@@ -680,41 +690,26 @@ TEST_CASE("HTTPS client failures: -5 with OpenSSL's reason; the server logs and 
     SUBCASE("a certificate for another name") {
       with_server(tls_http_options(test_pki().other), answer, [](http::Server&, uint16_t port) {
         http::Client by_name("localhost", port, https_options());
-        CHECK_FALSE(by_name.get("/"));
-        CHECK(by_name.status_code() == -5);
-        CHECK(by_name.error().value() == EPROTO);
-        CHECK(contains(by_name.error_message(), "certificate verify failed: hostname mismatch"));
+        check_handshake_fails(by_name, "certificate verify failed: hostname mismatch");
         http::Client by_address("127.0.0.1", port, https_options());
-        CHECK_FALSE(by_address.get("/"));
-        CHECK(by_address.status_code() == -5);
-        CHECK(
-            contains(by_address.error_message(), "certificate verify failed: IP address mismatch"));
+        check_handshake_fails(by_address, "certificate verify failed: IP address mismatch");
       });
     }
     SUBCASE("a CA the client does not know; the system's store does not know ours either") {
       with_server(
           tls_http_options(test_pki().rogue), answer, [&](http::Server& server, uint16_t port) {
             http::Client client("localhost", port, https_options());
-            CHECK_FALSE(client.get("/"));
-            CHECK(client.status_code() == -5);
-            CHECK(client.error().value() == EPROTO);
-            CHECK(contains(client.error_message(),
-                           "certificate verify failed: unable to get local issuer certificate"));
+            check_handshake_fails(
+                client, "certificate verify failed: unable to get local issuer certificate");
             http::ClientOptions system_store = https_options();
             system_store.tls.reset();  // the thread's default context
             http::Client system("localhost", port, system_store);
-            CHECK_FALSE(system.get("/"));
-            CHECK(system.status_code() == -5);
-            CHECK(contains(system.error_message(), "certificate verify failed"));
+            check_handshake_fails(system, "certificate verify failed");
             // The server went on; what it logged names the client's alert (one a second).
             CHECK(eventually([&] { return server.stats().tls_failed == 2; }));
             CHECK(log.count(Co::LogLevel::notice,
                             "TLS handshake failed: tlsv1 alert unknown ca; closed") >= 1);
-            http::ClientOptions lax = https_options();
-            Co::TlsOptions off;
-            off.verify_peer = false;
-            lax.tls = tls_client_context(off);
-            http::Client accepting("localhost", port, lax);
+            http::Client accepting("localhost", port, insecure_https_options());
             CHECK(accepting.get("/"));
             CHECK(accepting.body() == "ok");
           });
