@@ -45,15 +45,7 @@ namespace {
 // body(server, port) talks to it; then the server is shut down and must return.
 template <class Setup, class Body>
 void with_server(const http::ServerOptions& options, Setup&& setup, Body&& body) {
-  int rc = Co::run([&] {
-    http::Server server("127.0.0.1", 0, options);
-    setup(server);
-    Running running(server);
-    CO_REQUIRE(running.port() != 0);
-    body(server, running.port());
-    CHECK(running.stop());
-  });
-  CHECK(rc == 0);
+  in_container([&] { with_http_server(options, setup, body); });
 }
 
 // ---------------------------------------------------------------------------------------------

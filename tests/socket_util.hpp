@@ -301,4 +301,17 @@ inline auto send_coalesced(std::string_view stream) {
   };
 }
 
+// Inside a coroutine: an http::Server on 127.0.0.1 (a free port) in the running container;
+// setup(server) adds the routes, body(server, port) talks to it; then the server is shut down
+// and must return.
+template <class Setup, class Body>
+void with_http_server(const Co::http::ServerOptions& options, Setup&& setup, Body&& body) {
+  Co::http::Server server("127.0.0.1", 0, options);
+  setup(server);
+  Running running(server);
+  CO_REQUIRE(running.port() != 0);
+  body(server, running.port());
+  CHECK(running.stop());
+}
+
 }  // namespace coring_test

@@ -180,18 +180,6 @@ int read_to_end(Co::Socket& socket) {
   }
 }
 
-// An http::Server on 127.0.0.1 (a free port) in the running container: setup adds routes, body
-// talks to it; the server is then shut down and must return.
-template <class Setup, class Body>
-void with_server(const http::ServerOptions& options, Setup&& setup, Body&& body) {
-  http::Server server("127.0.0.1", 0, options);
-  setup(server);
-  Running running(server);
-  CO_REQUIRE(running.port() != 0);
-  body(server, running.port());
-  CHECK(running.stop());
-}
-
 std::string file_of(const std::string& path, const std::string& data) {
   std::ofstream(path, std::ios::binary) << data;
   return path;
@@ -357,7 +345,7 @@ TEST_CASE("TCP server: a client context as ServerOptions::tls fails start() with
 
 TEST_CASE("HTTPS: keep-alive over one handshake; a new connection resumes the session") {
   in_container([] {
-    with_server(
+    with_http_server(
         tls_http_options(),
         [](http::Server& server) {
           server.handle("/", [](http::Request& request, http::Response& response) {
@@ -394,7 +382,7 @@ TEST_CASE("HTTPS: keep-alive over one handshake; a new connection resumes the se
 
 TEST_CASE("HTTPS: a client that asked to close is not lingered for; the end is a close_notify") {
   in_container([] {
-    with_server(
+    with_http_server(
         tls_http_options(),
         [](http::Server& server) {
           server.handle("/", [](http::Request&, http::Response& response) { response.end("ten"); });
@@ -469,7 +457,7 @@ TEST_CASE(
 
 TEST_CASE("HTTPS: pipelined requests are answered in order; chunked both ways; 100-continue") {
   in_container([] {
-    with_server(
+    with_http_server(
         tls_http_options(),
         [](http::Server& server) {
           server.handle("/", [](http::Request& request, http::Response& response) {
@@ -548,7 +536,7 @@ TEST_CASE("HTTPS: 10 MiB both ways; static files and file ranges by sendfile arr
   http::ServerOptions options = tls_http_options();
   options.package_max_length = 16 * 1024 * 1024;
   in_container([&] {
-    with_server(
+    with_http_server(
         options,
         [&](http::Server& server) {
           server.handle("/echo", [](http::Request& request, http::Response& response) {
@@ -660,7 +648,7 @@ TEST_CASE("HTTPS client failures: -5 with OpenSSL's reason; the server logs and 
       server.handle("/", [](http::Request&, http::Response& response) { response.end("ok"); });
     };
     SUBCASE("a plaintext server") {
-      with_server(http::ServerOptions{}, answer, [](http::Server& server, uint16_t port) {
+      with_http_server(http::ServerOptions{}, answer, [](http::Server& server, uint16_t port) {
         http::Client client("127.0.0.1", port, https_options());
         CHECK_FALSE(client.get("/"));
         CHECK(client.status_code() == -5);
@@ -674,29 +662,30 @@ TEST_CASE("HTTPS client failures: -5 with OpenSSL's reason; the server logs and 
       });
     }
     SUBCASE("an expired certificate") {
-      with_server(tls_http_options(test_pki().expired), answer,
-                  [](http::Server& server, uint16_t port) {
-                    http::Client client("localhost", port, https_options());
-                    check_handshake_fails(client,
-                                          "TLS handshake failed: certificate verify failed: "
-                                          "certificate has expired");
-                    CHECK(eventually([&] { return server.stats().tls_failed == 1; }));
-                    // Verification off (a test's context): the same server answers.
-                    http::Client lax("localhost", port, insecure_https_options());
-                    CHECK(lax.get("/"));
-                    CHECK(lax.body() == "ok");
-                  });
+      with_http_server(tls_http_options(test_pki().expired), answer,
+                       [](http::Server& server, uint16_t port) {
+                         http::Client client("localhost", port, https_options());
+                         check_handshake_fails(client,
+                                               "TLS handshake failed: certificate verify failed: "
+                                               "certificate has expired");
+                         CHECK(eventually([&] { return server.stats().tls_failed == 1; }));
+                         // Verification off (a test's context): the same server answers.
+                         http::Client lax("localhost", port, insecure_https_options());
+                         CHECK(lax.get("/"));
+                         CHECK(lax.body() == "ok");
+                       });
     }
     SUBCASE("a certificate for another name") {
-      with_server(tls_http_options(test_pki().other), answer, [](http::Server&, uint16_t port) {
-        http::Client by_name("localhost", port, https_options());
-        check_handshake_fails(by_name, "certificate verify failed: hostname mismatch");
-        http::Client by_address("127.0.0.1", port, https_options());
-        check_handshake_fails(by_address, "certificate verify failed: IP address mismatch");
-      });
+      with_http_server(
+          tls_http_options(test_pki().other), answer, [](http::Server&, uint16_t port) {
+            http::Client by_name("localhost", port, https_options());
+            check_handshake_fails(by_name, "certificate verify failed: hostname mismatch");
+            http::Client by_address("127.0.0.1", port, https_options());
+            check_handshake_fails(by_address, "certificate verify failed: IP address mismatch");
+          });
     }
     SUBCASE("a CA the client does not know; the system's store does not know ours either") {
-      with_server(
+      with_http_server(
           tls_http_options(test_pki().rogue), answer, [&](http::Server& server, uint16_t port) {
             http::Client client("localhost", port, https_options());
             check_handshake_fails(
@@ -715,7 +704,7 @@ TEST_CASE("HTTPS client failures: -5 with OpenSSL's reason; the server logs and 
           });
     }
     SUBCASE("a server context as ClientOptions::tls") {
-      with_server(tls_http_options(), answer, [](http::Server&, uint16_t port) {
+      with_http_server(tls_http_options(), answer, [](http::Server&, uint16_t port) {
         http::ClientOptions wrong = https_options();
         wrong.tls = tls_server_context();
         http::Client client("localhost", port, wrong);
@@ -730,7 +719,7 @@ TEST_CASE("HTTPS client failures: -5 with OpenSSL's reason; the server logs and 
 
 TEST_CASE("HTTPS: a ClientPool of 4 connections serves 40 coroutines") {
   in_container([] {
-    with_server(
+    with_http_server(
         tls_http_options(),
         [](http::Server& server) {
           server.handle("/", [](http::Request& request, http::Response& response) {
@@ -768,7 +757,7 @@ TEST_CASE("HTTPS: a ClientPool of 4 connections serves 40 coroutines") {
 TEST_CASE("http::get(https://...) with a context of the test CA; http and https keyed apart") {
   LogCapture log;
   in_container([] {
-    with_server(
+    with_http_server(
         tls_http_options(),
         [](http::Server& server) {
           server.handle("/", [](http::Request& request, http::Response& response) {
