@@ -1028,6 +1028,31 @@ TEST_CASE("TLS: close() after a send that timed out: delivers the rest, or says 
   });
 }
 
+TEST_CASE("TLS: cancel(cid) of a coroutine in close() while it sends the rest: ECANCELED") {
+  Co::TlsContext server = server_context();
+  Co::TlsContext client = client_context();
+  const std::string data = pattern(8 * 1024 * 1024, 8);
+  in_container([&] {
+    Pair p = tcp_pair(Type::tcp, /*small_buffers=*/true);
+    CO_REQUIRE(tls_pair(p, server, client));
+    CHECK(send_until_stuck(p, data) > 0);
+    p.client.set_timeouts(kLong, kLong, kLong);  // close() would wait its full bound (1 s)
+    const int fd = p.client.fd();
+    bool closed = true;
+    int error = 0;
+    Co::WaitGroup wg;
+    long closer = spawn(wg, [&] {
+      closed = p.client.close();
+      error = p.client.error().value();
+    });
+    CHECK(Co::cancel(closer));  // it waits for the kernel to take the rest
+    CHECK(settle(wg));
+    CHECK_FALSE(closed);
+    CHECK(error == ECANCELED);
+    CHECK(::fcntl(fd, F_GETFD) == -1);  // closed all the same
+  });
+}
+
 TEST_CASE("TLS: close() outside a coroutine with the rest of a send still unsent: EAGAIN") {
   Co::TlsContext server = server_context();
   Co::TlsContext client = client_context();
