@@ -27,23 +27,6 @@ work=$(mktemp -d)
 server_pid=
 timeout_pid=
 slow_pid=
-# stop_server: SIGTERM to the master (a graceful shutdown), then SIGKILL to whatever is left of
-# it and its workers.
-stop_server() {
-  [[ -n $server_pid ]] || return 0
-  local workers
-  workers=$(pgrep -P "$server_pid" 2>/dev/null)
-  kill -TERM "$server_pid" 2>/dev/null
-  local waited
-  for ((waited = 0; waited < 100; waited++)); do
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  kill -KILL "$server_pid" $workers 2>/dev/null
-  wait "$timeout_pid" 2>/dev/null
-  server_pid=
-  timeout_pid=
-}
 cleanup() {
   [[ -n $slow_pid ]] && kill -KILL "$slow_pid" 2>/dev/null
   stop_server

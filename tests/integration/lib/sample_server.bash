@@ -21,3 +21,20 @@ start_sample() {
   server_pid=$(pgrep -P "$timeout_pid" | head -1)
   [[ -n $port && -n $server_pid ]]
 }
+
+# stop_server: SIGTERM to the master that start_sample started (a graceful shutdown), up to 5 s
+# for it to end, then SIGKILL to whatever is left of it and its workers.
+stop_server() {
+  [[ -n $server_pid ]] || return 0
+  local workers waited
+  workers=$(pgrep -P "$server_pid" 2>/dev/null)
+  kill -TERM "$server_pid" 2>/dev/null
+  for ((waited = 0; waited < 100; waited++)); do
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -KILL "$server_pid" $workers 2>/dev/null
+  wait "$timeout_pid" 2>/dev/null
+  server_pid=
+  timeout_pid=
+}
